@@ -1,0 +1,319 @@
+"""Safe extraction of an archive into a new directory.
+
+Theory of operation. The destination is created empty (mode 0700 until the end, so nobody
+walks a half-written tree) and held open as a directory descriptor. Every entry is created
+relative to its parent's descriptor, and parents are opened one component at a time with
+``O_NOFOLLOW | O_DIRECTORY``: a symlink or a non-directory anywhere on the way fails in the
+kernel, whatever the names say. Files are created with ``O_EXCL`` (and directories, links
+and nodes fail on ``EEXIST``), so nothing is ever overwritten or followed; nothing is ever
+deleted either, so a directory opened once stays the directory it was. The name-level
+:class:`~jetpack.aci.reader.LayoutChecker` has already refused all of that with clearer
+messages; the kernel checks are the second line.
+
+Metadata goes on through the open descriptor (owner, then mode — chown clears setuid —
+then xattrs, then mtime). Directories get theirs last, deepest first, because creating
+their children would change their mtime and a read-only mode would stop us writing them.
+The manifest is written after the whole archive was read and its manifest validated.
+
+On any failure, KeyboardInterrupt included, the destination is removed entirely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+from jetpack.aci.options import ACIInfo, ExtractOptions
+from jetpack.aci.reader import MANIFEST, Member, scan, type_name
+from jetpack.aci.tarformat import (
+    BLOCKDEV,
+    CHARDEV,
+    DIRECTORY,
+    FIFO,
+    HARDLINK,
+    REGULAR,
+    SYMLINK,
+    Header,
+    TarReader,
+)
+from jetpack.errors import ACIError
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_OPEN_DIRS = 256
+_DEFAULT_OPTIONS = ExtractOptions()  # frozen, so one shared default is safe
+_HOSTILE = "the archive may be hostile; do not use it"
+# Errors meaning "the file system does not take this attribute", not "the archive is bad".
+_XATTR_UNSUPPORTED = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.ERANGE}
+
+
+class _Extractor:
+    """The visitor that turns accepted entries into files under ``dest``."""
+
+    def __init__(self, root_fd: int, options: ExtractOptions) -> None:
+        self._root_fd = root_fd
+        self._dirs: dict[str, int] = {}
+        self._owners = (
+            os.geteuid() == 0 if options.preserve_owners is None else options.preserve_owners
+        )
+        self._devices = options.allow_devices and os.geteuid() == 0
+        self._late_dirs: list[tuple[str, Header]] = []
+        self._xattr_failures: dict[tuple[str, str], list[str]] = {}
+        self.manifest: Header | None = None
+
+    # -- directory descriptors ----------------------------------------------------------
+
+    def _dir(self, rel: str) -> int:
+        """A descriptor for directory ``rel`` (relative to dest), created 0755 if missing."""
+        if not rel:
+            return self._root_fd
+        fd = self._dirs.get(rel)
+        if fd is not None:
+            return fd
+        up, _, name = rel.rpartition("/")
+        parent = self._dir(up)
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            # A parent the archive never listed: tar creates those 0755 too.
+            os.mkdir(name, 0o700, dir_fd=parent)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            os.fchmod(fd, 0o755)
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise ACIError(
+                    "unsafe entry", f"{rel!r} is not a directory (a symlink?)", _HOSTILE
+                ) from err
+            raise
+        self._dirs[rel] = fd
+        return fd
+
+    def _parent(self, path: str) -> tuple[int, str]:
+        up, _, leaf = path.rpartition("/")
+        return self._dir(up), leaf
+
+    def close(self) -> None:
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()
+
+    # -- entries ------------------------------------------------------------------------
+
+    def visit(self, member: Member, reader: TarReader) -> None:
+        if len(self._dirs) > _MAX_OPEN_DIRS:
+            self.close()
+        header = member.header
+        kind = header.typeflag
+        if member.path == MANIFEST:
+            self.manifest = header  # written by finish(), once the manifest is known valid
+            return
+        if not member.path:
+            return  # the archive root './': dest is ours, its metadata is not the image's
+        try:
+            if kind == REGULAR:
+                self._file(member.path, header, reader)
+            elif kind == DIRECTORY:
+                self._directory(member.path, header)
+            elif kind == SYMLINK:
+                parent, leaf = self._parent(member.path)
+                os.symlink(header.linkname, leaf, dir_fd=parent)
+                self._finish_path(parent, leaf, member.path, header, symlink=True)
+            elif kind == HARDLINK:
+                target_dir, target = self._parent(member.link)
+                parent, leaf = self._parent(member.path)
+                os.link(
+                    target,
+                    leaf,
+                    src_dir_fd=target_dir,
+                    dst_dir_fd=parent,
+                    follow_symlinks=False,
+                )
+            elif kind in (CHARDEV, BLOCKDEV, FIFO):
+                self._node(member.path, header)
+        except FileExistsError as err:
+            raise ACIError(
+                "invalid archive", f"{member.path!r} conflicts with an earlier entry", _HOSTILE
+            ) from err
+
+    def _file(self, path: str, header: Header, reader: TarReader) -> None:
+        parent, leaf = self._parent(path)
+        fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=parent)
+        try:
+
+            def sink(view: memoryview) -> None:
+                while view:
+                    view = view[os.write(fd, view) :]
+
+            reader.copy_data(sink)
+            self._finish_fd(fd, path, header)
+        finally:
+            os.close(fd)
+
+    def _directory(self, path: str, header: Header) -> None:
+        parent, leaf = self._parent(path)
+        # It exists if implied by an earlier, deeper entry; the checker guarantees it is a
+        # directory and the O_NOFOLLOW open in _dir() below makes sure of it.
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(leaf, 0o700, dir_fd=parent)
+        self._dir(path)
+        self._late_dirs.append((path, header))
+
+    def _node(self, path: str, header: Header) -> None:
+        parent, leaf = self._parent(path)
+        if header.typeflag == FIFO:
+            os.mkfifo(leaf, 0o600, dir_fd=parent)
+        elif not self._devices:
+            raise ACIError(
+                "device node refused",
+                f"{path!r} is {type_name(header.typeflag)}",
+                "extract as root with devices allowed, or remove it from the image",
+            )
+        else:
+            kind = stat.S_IFCHR if header.typeflag == CHARDEV else stat.S_IFBLK
+            device = os.makedev(header.devmajor, header.devminor)
+            os.mknod(leaf, kind | 0o600, device, dir_fd=parent)
+        self._finish_path(parent, leaf, path, header, symlink=False)
+
+    # -- metadata -----------------------------------------------------------------------
+
+    def _mode(self, header: Header) -> int:
+        # Without our chown the file belongs to the caller: setuid/setgid would be theirs.
+        return header.mode if self._owners else header.mode & ~(stat.S_ISUID | stat.S_ISGID)
+
+    def _finish_fd(self, fd: int, path: str, header: Header) -> None:
+        if self._owners:
+            os.fchown(fd, header.uid, header.gid)
+        os.fchmod(fd, self._mode(header))
+        for key, value in header.xattrs.items():
+            try:
+                os.setxattr(fd, key, value)
+            except OSError as err:
+                self._xattr_failed(key, err, path)
+        os.utime(fd, ns=(header.mtime_ns, header.mtime_ns))
+
+    def _finish_path(
+        self, parent: int, leaf: str, path: str, header: Header, *, symlink: bool
+    ) -> None:
+        """Metadata for what cannot be opened safely: symlinks, devices, FIFOs."""
+        if self._owners:
+            os.chown(leaf, header.uid, header.gid, dir_fd=parent, follow_symlinks=False)
+        if not symlink:
+            # The node was just created by us under a directory we hold: no swap possible.
+            os.chmod(leaf, self._mode(header), dir_fd=parent)
+        # No *xattrat(); /proc/self/fd pins the parent, follow_symlinks=False the leaf.
+        proc_path = f"/proc/self/fd/{parent}/{leaf}"
+        for key, value in header.xattrs.items():
+            try:
+                os.setxattr(proc_path, key, value, follow_symlinks=False)
+            except OSError as err:
+                self._xattr_failed(key, err, path)
+        os.utime(
+            leaf,
+            ns=(header.mtime_ns, header.mtime_ns),
+            dir_fd=parent,
+            follow_symlinks=False,
+        )
+
+    def _xattr_failed(self, key: str, err: OSError, path: str) -> None:
+        if err.errno not in _XATTR_UNSUPPORTED:
+            raise err
+        reason = os.strerror(err.errno or 0)
+        self._xattr_failures.setdefault((key, reason), []).append(path)
+
+    def finish(self, manifest_bytes: bytes) -> None:
+        """Write the manifest, then directory metadata, deepest first."""
+        header = self.manifest
+        assert header is not None  # scan() guarantees a manifest entry
+        fd = os.open(MANIFEST, _FILE_FLAGS, 0o600, dir_fd=self._root_fd)
+        try:
+            view = memoryview(manifest_bytes)
+            while view:
+                view = view[os.write(fd, view) :]
+            self._finish_fd(fd, MANIFEST, header)
+        finally:
+            os.close(fd)
+        for path, dir_header in sorted(self._late_dirs, key=lambda d: -d[0].count("/")):
+            self._finish_fd(self._dir(path), path, dir_header)
+
+    def warnings(self) -> tuple[str, ...]:
+        out = []
+        for (key, reason), paths in sorted(self._xattr_failures.items()):
+            more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+            out.append(f"xattr {key} not set on {paths[0]!r}{more}: {reason}")
+        return tuple(out)
+
+
+def extract_aci(
+    src: BinaryIO,
+    dest: Path,
+    *,
+    options: ExtractOptions = _DEFAULT_OPTIONS,
+    tee: BinaryIO | None = None,
+) -> ACIInfo:
+    """Validate and extract the archive in ``src`` into the new directory ``dest``.
+
+    Creates ``dest/manifest`` and ``dest/rootfs``, preserving modes, owners (see
+    :class:`ExtractOptions`), mtimes, symlinks, hard links and xattrs, in one pass that
+    also computes the image ID.
+
+    Args:
+        src: the archive, read to its end.
+        dest: must not exist; its parent must.
+        tee: receives every byte read from ``src``, as read (to store the blob in the same pass).
+
+    Raises:
+        ACIError: the archive is unreadable, invalid or hostile, or ``dest`` is unusable.
+            ``dest`` does not exist afterwards.
+    """
+    try:
+        dest.mkdir(0o700)
+    except FileExistsError:
+        raise ACIError(
+            f"cannot extract into {dest}", "it already exists", "remove it or pick a new path"
+        ) from None
+    except FileNotFoundError:
+        raise ACIError(
+            f"cannot extract into {dest}", "its parent directory does not exist"
+        ) from None
+    try:
+        root_fd = os.open(dest, _DIR_FLAGS)
+        try:
+            extractor = _Extractor(root_fd, options)
+            try:
+                info = scan(src, limits=options.limits, visit=extractor.visit, tee=tee)
+                extractor.finish(info.manifest_bytes)
+            finally:
+                extractor.close()
+            os.fchmod(root_fd, 0o755)
+        finally:
+            os.close(root_fd)
+    except BaseException:
+        remove_tree(dest)
+        raise
+    warnings = extractor.warnings()
+    if warnings:
+        info = dataclasses.replace(info, warnings=warnings)
+    return info
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` completely, even directories whose mode forbids writing into them."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except PermissionError:
+        # Only without root: make every directory accessible (top-down), then retry.
+        path.chmod(0o700)
+        for top, dirs, _files in os.walk(path):
+            for name in dirs:
+                sub = Path(top, name)
+                if not sub.is_symlink():
+                    sub.chmod(0o700)
+        shutil.rmtree(path)

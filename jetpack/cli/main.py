@@ -1,0 +1,138 @@
+"""The ``jetpack`` command group and the single place that turns errors into exit codes.
+
+Exit codes: 0 success; 1 invalid input or a failed operation (every ``JetpackError``);
+2 bad usage (click's usage errors); 130 interrupted. Errors are one line on stderr starting
+with ``jetpack: ``; a traceback is printed only with ``--debug``.
+
+Command modules are imported here, but each imports its heavy dependencies inside the
+command body, so ``jetpack --help`` and the fast commands start quickly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from jetpack import APPC_SPEC_VERSION, __version__
+from jetpack.cli.aci import aci
+from jetpack.cli.options import CliState
+from jetpack.errors import JetpackError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70
+
+# click >= 8.2 raises this (a UsageError) when a group is run with no subcommand.
+_NoArgsIsHelp: type[click.UsageError] = getattr(
+    click.exceptions, "NoArgsIsHelpError", type("_NeverRaised", (click.UsageError,), {})
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--dir",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="JETPACK_DIR",
+    show_envvar=True,
+    help="Data directory (default: /var/lib/jetpack, or data-dir in the config file).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="JETPACK_CONFIG",
+    show_envvar=True,
+    help="Configuration file (default: /etc/jetpack/jetpack.toml if it exists).",
+)
+@click.option("--debug", is_flag=True, help="Log what happens and show tracebacks on errors.")
+@click.version_option(__version__, "--version", prog_name="jetpack", message="%(prog)s %(version)s")
+@click.pass_obj
+def cli(state: CliState, data_dir: Path | None, config_file: Path | None, debug: bool) -> None:
+    """Jetpack runs App Container (appc) images."""
+    state.data_dir = data_dir
+    state.config_file = config_file
+    state.debug = debug
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="jetpack: %(name)s: %(message)s")
+
+
+@cli.command()
+def version() -> None:
+    """Print the versions of Jetpack, the appc spec and Python."""
+    click.echo(f"jetpack {__version__}")
+    click.echo(f"appc spec {APPC_SPEC_VERSION}")
+    click.echo(f"python {sys.version.split()[0]}")
+
+
+cli.add_command(aci)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code (never raises, never exits)."""
+    state = CliState()
+    try:
+        rv = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="jetpack",
+            standalone_mode=False,
+            obj=state,
+        )
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except _NoArgsIsHelp as exc:
+        # A group run without a subcommand: its help is the most useful answer.
+        click.echo(exc.format_message(), err=True)
+        return EXIT_USAGE
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "jetpack"
+        click.echo(f"jetpack: {_one_line(exc.format_message())} (see '{command} --help')", err=True)
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        click.echo(f"jetpack: {_one_line(exc.format_message())}", err=True)
+        return exc.exit_code
+    except click.Abort:
+        click.echo("jetpack: aborted", err=True)
+        return 1
+    except JetpackError as exc:
+        if state.debug:
+            traceback.print_exc()
+        click.echo(f"jetpack: {_one_line(str(exc))}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("jetpack: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`jetpack ... | head`): not an error worth a message.
+        return 1
+    except Exception as exc:
+        if state.debug:
+            traceback.print_exc()
+        click.echo(
+            f"jetpack: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+            "(run again with --debug for the traceback, and report it)",
+            err=True,
+        )
+        return EXIT_INTERNAL
+    return rv if isinstance(rv, int) else 0
+
+
+def main() -> None:
+    """The console-script entry point."""
+    code = run()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's own flush at exit stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)

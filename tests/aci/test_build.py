@@ -1,0 +1,176 @@
+"""Building archives from layouts, checked against the real actool and our own reader."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from jetpack.aci import (
+    Compression,
+    build_aci,
+    extract_aci,
+    image_id,
+    read_aci,
+    validate_layout,
+)
+from jetpack.errors import ACIError
+from tests.fixtures import MINIMAL_MANIFEST
+
+MakeLayout = Callable[..., Path]
+
+
+@pytest.fixture
+def layout(make_layout: MakeLayout) -> Path:
+    """A layout with a bit of everything: dirs, links, modes, a long name, odd mtimes."""
+    lay = make_layout(files={"bin/true": b"#!/bin/sh\n", "etc/hostname": b"box\n"})
+    root = lay / "rootfs"
+    os.link(root / "etc/hostname", root / "etc/hostname.hard")
+    (root / "bin/sh").symlink_to("true")
+    (root / "empty").mkdir(mode=0o700)
+    deep = root / ("long" * 30) / ("name" * 30)
+    deep.mkdir(parents=True)
+    (deep / "file").write_bytes(b"deep\n")
+    (root / "bin/true").chmod(0o751)
+    os.utime(root / "etc/hostname", ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+    return lay
+
+
+@pytest.mark.parametrize("kind", list(Compression))
+def test_build_reads_back(kind: Compression, layout: Path, tmp_path: Path) -> None:
+    out = tmp_path / "image.aci"
+    info = build_aci(layout, out, compression=kind)
+    assert info.compressed_size == out.stat().st_size
+    with open(out, "rb") as src:
+        assert image_id(src) == info.image_id
+    with open(out, "rb") as src:
+        read = read_aci(src)
+    assert read.compression is kind
+    assert read.image_id == info.image_id
+    assert read.entries == info.entries
+    assert read.uncompressed_size == info.uncompressed_size
+    assert read.manifest == info.manifest
+
+
+@pytest.mark.actool
+@pytest.mark.parametrize("kind", list(Compression))
+def test_actool_validates_our_build(
+    kind: Compression, layout: Path, tmp_path: Path, actool: str
+) -> None:
+    out = tmp_path / "image.aci"
+    build_aci(layout, out, compression=kind, owner_root=True)
+    result = subprocess.run([actool, "validate", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_build_is_deterministic(layout: Path, tmp_path: Path) -> None:
+    first = build_aci(layout, tmp_path / "a.aci")
+    second = build_aci(layout, tmp_path / "b.aci")
+    assert (tmp_path / "a.aci").read_bytes() == (tmp_path / "b.aci").read_bytes()
+    assert first.image_id == second.image_id
+    assert (tmp_path / "a.aci").read_bytes()[4:8] == bytes(4)  # gzip mtime 0
+
+
+def test_entry_order_and_owner_root(layout: Path, tmp_path: Path) -> None:
+    out = tmp_path / "image.aci"
+    build_aci(layout, out, owner_root=True)
+    with tarfile.open(out) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names[:2] == ["manifest", "rootfs"]
+    assert names[2:] == sorted(names[2:], key=lambda n: n.split("/"))  # depth-first, sorted
+    assert all((m.uid, m.gid, m.uname, m.gname) == (0, 0, "root", "root") for m in members)
+    hard = next(m for m in members if m.name == "rootfs/etc/hostname.hard")
+    assert hard.islnk() and hard.linkname == "rootfs/etc/hostname"
+    hostname = next(m for m in members if m.name == "rootfs/etc/hostname")
+    assert hostname.mtime == 1_600_000_000  # whole seconds
+    assert next(m for m in members if m.name == "rootfs/bin/true").mode == 0o751
+
+
+def test_hard_links_and_xattrs_round_trip(layout: Path, tmp_path: Path) -> None:
+    target = layout / "rootfs/etc/hostname"
+    try:
+        os.setxattr(target, "user.origin", b"\x00binary\xff")
+    except OSError as err:
+        pytest.skip(f"the test file system refuses user.* xattrs: {err}")
+    out = tmp_path / "image.aci"
+    build_aci(layout, out, compression=Compression.XZ)
+    dest = tmp_path / "out"
+    with open(out, "rb") as src:
+        extract_aci(src, dest)
+    got = dest / "rootfs/etc"
+    assert Path(got / "hostname").stat().st_ino == Path(got / "hostname.hard").stat().st_ino
+    assert os.getxattr(got / "hostname", "user.origin") == b"\x00binary\xff"
+    assert (dest / "rootfs" / ("long" * 30) / ("name" * 30) / "file").read_bytes() == b"deep\n"
+    assert str(Path(dest / "rootfs/bin/sh").readlink()) == "true"
+
+
+@pytest.mark.actool
+def test_image_id_of_actool_build(layout: Path, tmp_path: Path, actool: str) -> None:
+    out = tmp_path / "actool.aci"
+    subprocess.run([actool, "build", str(layout), str(out)], check=True, capture_output=True)
+    with gzip.open(out) as raw:
+        expected = "sha512-" + hashlib.sha512(raw.read()).hexdigest()
+    with open(out, "rb") as src:
+        assert image_id(src) == expected
+    with open(out, "rb") as src:
+        assert read_aci(src).image_id == expected
+    with open(out, "rb") as src:
+        assert extract_aci(src, tmp_path / "x").image_id == expected
+
+
+def test_refuses_existing_output_unless_overwrite(layout: Path, tmp_path: Path) -> None:
+    out = tmp_path / "image.aci"
+    out.write_bytes(b"precious")
+    with pytest.raises(ACIError, match="already exists"):
+        build_aci(layout, out)
+    assert out.read_bytes() == b"precious"
+    build_aci(layout, out, overwrite=True)
+    assert out.read_bytes() != b"precious"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
+
+
+@pytest.mark.parametrize(
+    ("breakage", "fragment"),
+    [
+        (lambda lay: (lay / "README").write_text("x"), "unexpected 'README'"),
+        (lambda lay: (lay / "manifest").unlink(), "no manifest"),
+        (lambda lay: (lay / "manifest").write_text("{"), "invalid manifest"),
+        (
+            lambda lay: (lay / "manifest").write_text(
+                json.dumps({**MINIMAL_MANIFEST, "name": "BAD"})
+            ),
+            "invalid manifest: name",
+        ),
+    ],
+)
+def test_invalid_layout_is_refused_before_writing(
+    breakage: Callable[[Path], object], fragment: str, layout: Path, tmp_path: Path
+) -> None:
+    breakage(layout)
+    with pytest.raises(ACIError, match=fragment):
+        validate_layout(layout)
+    with pytest.raises(ACIError, match=fragment):
+        build_aci(layout, tmp_path / "image.aci")
+    assert not (tmp_path / "image.aci").exists()
+
+
+def test_validate_layout_returns_manifest(layout: Path) -> None:
+    assert validate_layout(layout).name == MINIMAL_MANIFEST["name"]
+
+
+def test_rootfs_must_be_a_directory(make_layout: MakeLayout, tmp_path: Path) -> None:
+    lay = make_layout()
+    for child in sorted((lay / "rootfs").rglob("*"), reverse=True):
+        child.unlink() if child.is_file() else child.rmdir()
+    (lay / "rootfs").rmdir()
+    (lay / "rootfs").symlink_to("/")
+    with pytest.raises(ACIError, match="rootfs is not a directory"):
+        validate_layout(lay)

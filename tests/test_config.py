@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jetpack.config import DEFAULT_DATA_DIR, ACIConfig, Config, load_config, parse_size
+from jetpack.errors import ConfigError
+
+
+def test_defaults_when_the_default_file_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("jetpack.config.DEFAULT_CONFIG_FILE", tmp_path / "absent.toml")
+    cfg = load_config(environ={})
+    assert cfg == Config(data_dir=DEFAULT_DATA_DIR, config_file=None, aci=ACIConfig())
+
+
+def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read configuration .*nope.toml: no such file"):
+        load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_file_values_and_precedence(tmp_path: Path) -> None:
+    conf = tmp_path / "j.toml"
+    conf.write_text(
+        'data-dir = "/srv/jp"\n[aci]\nmax-ratio = 50\nmax-size = "2Gi"\nmax-manifest-size = 4096\n'
+    )
+    cfg = load_config(conf, environ={})
+    assert cfg.data_dir == Path("/srv/jp")
+    assert cfg.aci == ACIConfig(max_ratio=50.0, max_size=2 << 30, max_manifest_size=4096)
+    assert cfg.config_file == conf
+    # the environment beats the file, the flag beats both
+    assert load_config(conf, environ={"JETPACK_DIR": "/env"}).data_dir == Path("/env")
+    assert (
+        load_config(conf, tmp_path / "flag", environ={"JETPACK_DIR": "/env"}).data_dir
+        == tmp_path / "flag"
+    )
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    conf = tmp_path / "j.toml"
+    conf.write_text('data-dir = "/from/env/file"\n')
+    assert load_config(environ={"JETPACK_CONFIG": str(conf)}).data_dir == Path("/from/env/file")
+
+
+def test_relative_data_dir_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config(data_dir=Path("rel"), environ={}).data_dir == tmp_path / "rel"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("data-dir = 3\n", "data-dir: 3 is not a path"),
+        ("storag = 1\n", "unknown key storag"),
+        ("[aci]\nmax-ratio = 0\n", "aci.max-ratio: 0 is not a number"),
+        ("[aci]\nmax-ratio = true\n", "aci.max-ratio"),
+        ('[aci]\nmax-size = "lots"\n', "'lots' is not a size"),
+        ("[aci]\nmax-size = -1\n", "size must be positive"),
+        ("[aci]\nmaxsize = 1\n", "unknown key aci.maxsize"),
+        ("aci = 1\n", r"\[aci\] must be a table"),
+        ("this is not toml", "not valid TOML"),
+    ],
+)
+def test_invalid_files(tmp_path: Path, text: str, message: str) -> None:
+    conf = tmp_path / "bad.toml"
+    conf.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(conf, environ={})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(1, 1), ("4096", 4096), ("2k", 2000), ("3Mi", 3 << 20), ("64Gi", 64 << 30), ("1T", 10**12)],
+)
+def test_parse_size(value: object, expected: int) -> None:
+    assert parse_size(value, "x") == expected
+
+
+@pytest.mark.parametrize("value", [0, "0", "1.5G", "G", "1Q", "", True, None, 2.5])
+def test_parse_size_rejects(value: object) -> None:
+    with pytest.raises(ConfigError):
+        parse_size(value, "x")
