@@ -47,12 +47,20 @@ def _load_layout(layout: Path) -> tuple[ImageManifest, bytes]:
         raise ACIError(f"invalid layout {layout}", "it does not exist") from None
     if not stat.S_ISDIR(st.st_mode):
         raise ACIError(f"invalid layout {layout}", "it is not a directory", _LAYOUT_HINT)
-    extra = sorted({p.name for p in layout.iterdir()} - {MANIFEST, ROOTFS})
-    if extra:
+    names = {p.name for p in layout.iterdir()}
+    extra = sorted(names - {MANIFEST, ROOTFS})
+    if extra and not names & {MANIFEST, ROOTFS}:
         raise ACIError(
             f"invalid layout {layout}",
-            f"unexpected {', '.join(map(repr, extra))} at the top level",
+            "no manifest and no rootfs/: not an image layout",
             _LAYOUT_HINT,
+        )
+    if extra:
+        shown = ", ".join(map(repr, extra[:5])) + (
+            f" and {len(extra) - 5} more" if len(extra) > 5 else ""
+        )
+        raise ACIError(
+            f"invalid layout {layout}", f"unexpected {shown} at the top level", _LAYOUT_HINT
         )
     for name, test, what in (
         (MANIFEST, stat.S_ISREG, "a regular file"),

@@ -293,6 +293,14 @@ def extract_aci(
             os.fchmod(root_fd, 0o755)
         finally:
             os.close(root_fd)
+    except OSError as err:
+        # Not the archive's fault (a full disk, a read-only or odd file system): say where.
+        remove_tree(dest)
+        raise ACIError(
+            f"cannot extract into {dest}",
+            err.strerror or str(err),
+            "check the file system's free space and permissions",
+        ) from err
     except BaseException:
         remove_tree(dest)
         raise

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jetpack.errors import ManifestError
-from jetpack.schema._json import FrozenDict, load_document, quote
+from jetpack.schema._json import FrozenDict, case_hint, load_document, quote
 from jetpack.schema.app import App, EventHandler, MountPoint, Port
 from jetpack.schema.image import (
     IMAGE_MANIFEST_KIND,
@@ -129,7 +129,8 @@ def parse_manifest(data: bytes | str | Mapping[str, Any]) -> ImageManifest | Pod
     if kind == POD_MANIFEST_KIND:
         return PodManifest.from_json(doc)
     if kind is None:
-        raise ManifestError("acKind", "is required", "ImageManifest or PodManifest")
+        hint = case_hint(doc, "acKind") or "ImageManifest or PodManifest"
+        raise ManifestError("acKind", "is required", hint)
     raise ManifestError(
         "acKind", f"unknown manifest kind {quote(kind)}", "ImageManifest or PodManifest"
     )

@@ -230,6 +230,14 @@ class _Missing:
 MISSING: Final = _Missing()
 
 
+def case_hint(obj: JSONObject, key: str) -> str | None:
+    """A hint when ``key`` is missing but present in another letter case (Go accepts that)."""
+    for other in obj:
+        if other.lower() == key.lower():
+            return f'found "{other}": keys are case-sensitive, write "{key}"'
+    return None
+
+
 class Fields:
     """Reads the known keys of one JSON object and keeps the unknown ones as ``extra``.
 
@@ -264,7 +272,7 @@ class Fields:
     def required(self, key: str) -> JSONValue:
         self._seen.add(key)
         if key not in self.obj:
-            raise ManifestError(key_path(key), "is required")
+            raise ManifestError(key_path(key), "is required", case_hint(self.obj, key))
         value = self.obj[key]
         if value is None:
             raise ManifestError(key_path(key), "is required and cannot be null")

@@ -140,7 +140,18 @@ def test_refuses_existing_output_unless_overwrite(layout: Path, tmp_path: Path) 
 @pytest.mark.parametrize(
     ("breakage", "fragment"),
     [
-        (lambda lay: (lay / "README").write_text("x"), "unexpected 'README'"),
+        (lambda lay: (lay / "README").write_text("x"), "unexpected 'README' at the top level"),
+        (
+            lambda lay: [(lay / f"x{i}").write_text("x") for i in range(7)],
+            "unexpected 'x0', 'x1', 'x2', 'x3', 'x4' and 2 more at the top level",
+        ),
+        (
+            lambda lay: [
+                (lay / "manifest").rename(lay / "m.json"),
+                (lay / "rootfs").rename(lay / "root"),
+            ],
+            "no manifest and no rootfs/: not an image layout",
+        ),
         (lambda lay: (lay / "manifest").unlink(), "no manifest"),
         (lambda lay: (lay / "manifest").write_text("{"), "invalid manifest"),
         (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jetpack.aci import ExtractOptions, extract_aci
+from jetpack.aci import ACIError, ExtractOptions, extract_aci
 from tests.aci.conftest import Entry, MakeTar, base, d, f
 
 SYM, LNK = tarfile.SYMTYPE, tarfile.LNKTYPE
@@ -228,3 +228,22 @@ def test_kernel_refuses_a_symlinked_parent_even_if_names_look_fine(tmp_path: Pat
     finally:
         os.close(fd)
     assert not (tmp_path / "b").exists()
+
+
+@root_only
+@pytest.mark.root
+def test_full_file_system_is_one_error_and_leaves_nothing(
+    make_tar: MakeTar, tmp_path: Path
+) -> None:
+    # A real ENOSPC: a 256 KiB tmpfs and a 1 MiB file.
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    try:
+        archive = make_tar([*base(), f("rootfs/big", os.urandom(1 << 20))])
+        dest = mnt / "dest"
+        with pytest.raises(ACIError, match=r"cannot extract into .*/dest: No space left on device"):
+            _extract(archive, dest)
+        assert list(mnt.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

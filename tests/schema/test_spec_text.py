@@ -13,6 +13,7 @@ from jetpack.errors import ManifestError
 from jetpack.schema import (
     Quantity,
     parse_image_manifest,
+    parse_manifest,
     parse_pod_manifest,
     validate_ac_identifier,
 )
@@ -25,6 +26,9 @@ def test_spec_text_keys_are_case_sensitive(make_app_doc: Any) -> None:
     with pytest.raises(ManifestError, match="is required") as info:
         parse_image_manifest(doc)
     assert info.value.path == "acKind"
+    assert info.value.hint == 'found "ackind": keys are case-sensitive, write "acKind"'
+    with pytest.raises(ManifestError, match='found "ackind": keys are case-sensitive'):
+        parse_manifest(doc)
     doc = make_app_doc(supplementaryGids=[5])
     manifest = parse_image_manifest(doc)
     assert manifest.app is not None and manifest.app.supplementary_gids == ()
