@@ -13,6 +13,13 @@ The file, with every key this version knows::
     max-ratio = 200          # reject archives that expand more than this many times
     max-size = "64Gi"        # ... or past this many uncompressed bytes
     max-manifest-size = "16Mi"
+
+    [storage]
+    backend = "overlay"      # overlay | zfs | copy; default: overlay as root where the
+                             # kernel has it, else copy
+    [storage.zfs]
+    dataset = "tank/jetpack" # required for the zfs backend; `jetpack init` creates it
+    mountpoint = "/var/lib/jetpack/zfs"   # default: <data-dir>/zfs
 """
 
 from __future__ import annotations
@@ -53,6 +60,18 @@ class ACIConfig:
     max_manifest_size: int = 16 << 20
 
 
+BACKENDS = ("overlay", "zfs", "copy")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where rendered trees live; ``backend`` None means "choose for this host"."""
+
+    backend: str | None = None
+    zfs_dataset: str | None = None
+    zfs_mountpoint: Path | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything a command may need to know about the host's setup."""
@@ -60,6 +79,7 @@ class Config:
     data_dir: Path = DEFAULT_DATA_DIR
     config_file: Path | None = None
     aci: ACIConfig = field(default_factory=ACIConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
 
 def parse_size(value: object, where: str) -> int:
@@ -74,7 +94,7 @@ def parse_size(value: object, where: str) -> int:
         text = value.strip()
         digits = text.rstrip("kMGTi")
         suffix = text[len(digits) :]
-        if digits.isdigit() and suffix in _SIZE_SUFFIXES and int(digits) > 0:
+        if digits.isascii() and digits.isdigit() and suffix in _SIZE_SUFFIXES and int(digits) > 0:
             return int(digits) * _SIZE_SUFFIXES[suffix]
     raise ConfigError(
         where,
@@ -127,6 +147,45 @@ def _parse_aci(raw: object, source: Path) -> ACIConfig:
     )
 
 
+def _parse_storage(raw: object, source: Path) -> StorageConfig:
+    if raw is None:
+        return StorageConfig()
+    where = f"invalid configuration {source}"
+    if not isinstance(raw, dict):
+        raise ConfigError(where, "[storage] must be a table")
+    table = dict(raw)
+    backend = _take(table, "backend")
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(
+            where, f"storage.backend: {backend!r} is not one of {', '.join(BACKENDS)}"
+        )
+    zfs = _take(table, "zfs")
+    _reject_unknown(table, "storage.", source)
+    if zfs is None:
+        zfs = {}
+    if not isinstance(zfs, dict):
+        raise ConfigError(where, "[storage.zfs] must be a table")
+    zfs = dict(zfs)
+    dataset = _take(zfs, "dataset")
+    mountpoint = _take(zfs, "mountpoint")
+    _reject_unknown(zfs, "storage.zfs.", source)
+    if dataset is not None and (
+        not isinstance(dataset, str) or not dataset or dataset.startswith("/")
+    ):
+        raise ConfigError(
+            where, f"storage.zfs.dataset: {dataset!r} is not a dataset name", 'e.g. "tank/jetpack"'
+        )
+    if mountpoint is not None and (
+        not isinstance(mountpoint, str) or not mountpoint.startswith("/")
+    ):
+        raise ConfigError(where, f"storage.zfs.mountpoint: {mountpoint!r} is not an absolute path")
+    return StorageConfig(
+        backend=backend,
+        zfs_dataset=dataset,
+        zfs_mountpoint=Path(mountpoint) if mountpoint else None,
+    )
+
+
 def load_config(
     config_file: Path | None = None,
     data_dir: Path | None = None,
@@ -163,6 +222,7 @@ def load_config(
     table = dict(raw)
     file_dir = _take(table, "data-dir")
     aci = _parse_aci(_take(table, "aci"), path)
+    storage = _parse_storage(_take(table, "storage"), path)
     _reject_unknown(table, "", path)
     if file_dir is not None and not isinstance(file_dir, str):
         raise ConfigError(f"invalid configuration {path}", f"data-dir: {file_dir!r} is not a path")
@@ -172,4 +232,6 @@ def load_config(
         chosen = Path(file_dir) if file_dir else DEFAULT_DATA_DIR
     if not chosen.is_absolute():
         chosen = Path.cwd() / chosen
-    return Config(data_dir=chosen, config_file=path if raw or explicit else None, aci=aci)
+    return Config(
+        data_dir=chosen, config_file=path if raw or explicit else None, aci=aci, storage=storage
+    )

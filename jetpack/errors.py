@@ -6,6 +6,9 @@
     ├── ManifestError(ValueError)    a manifest or appc value breaks a rule; carries the JSON path
     ├── ACIError(ValueError)         an image archive is unreadable, malformed or hostile
     ├── ConfigError(ValueError)      the configuration file or environment is invalid
+    ├── DiscoveryError(ValueError)   an image name or app string is malformed, or discovery failed
+    ├── StoreError                   the image store cannot do what was asked (missing image,
+    │                                ambiguous prefix, damaged store, busy resource)
     └── CommandError(OSError)        an external command failed; carries argv, code, stderr
 
 Each class knows its exit code. The CLI prints ``jetpack: <str(err)>`` on one line and exits
@@ -81,6 +84,15 @@ class ACIError(JetpackError, ValueError):
 
 class ConfigError(JetpackError, ValueError):
     """The configuration (file, environment or flags) is invalid."""
+
+
+class DiscoveryError(JetpackError, ValueError):
+    """An app string (``name[:version][,label=value...]``) is malformed, or discovery failed."""
+
+
+class StoreError(JetpackError):
+    """The image store cannot do what was asked: no such image, an ambiguous prefix,
+    missing dependencies, a damaged or busy store."""
 
 
 class CommandError(JetpackError, OSError):

@@ -41,6 +41,19 @@ def pytest_runtest_makereport(
         report.longrepr = f"skipped on CI, where nothing may be: {reason}"
 
 
+def xattrs_supported(directory: Path) -> bool:
+    """Whether the file system of ``directory`` takes user.* extended attributes."""
+    probe = directory / ".xattr-probe"
+    probe.touch()
+    try:
+        os.setxattr(probe, "user.probe", b"1")
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.unlink()
+
+
 def require_tool(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:
@@ -92,3 +105,38 @@ def jetpack_cmd() -> list[str]:
     """argv prefix running the installed command the way a user would."""
     script = Path(sys.executable).parent / "jetpack"
     return [str(script)] if script.exists() else [sys.executable, "-m", "jetpack"]
+
+
+def image_manifest(name: str, *, version: str = "1.0.0", **fields: Any) -> dict[str, Any]:
+    """An image manifest for ``name`` with version and this host's os/arch labels."""
+    from jetpack.discovery import host_labels
+
+    return {
+        "acKind": "ImageManifest",
+        "acVersion": "0.8.11",
+        "name": name,
+        "labels": [
+            {"name": "version", "value": version},
+            {"name": "os", "value": host_labels()["os"]},
+            {"name": "arch", "value": host_labels()["arch"]},
+        ],
+        **fields,
+    }
+
+
+@pytest.fixture
+def make_aci(make_layout: Callable[..., Path], tmp_path: Path) -> Callable[..., Path]:
+    """Factory: an ACI built with ``jetpack.aci.build_aci`` from a manifest and rootfs files."""
+    from jetpack.aci import build_aci
+
+    counter = 0
+
+    def make(manifest: dict[str, Any] | None = None, files: dict[str, bytes] | None = None) -> Path:
+        nonlocal counter
+        counter += 1
+        out = tmp_path / "acis" / f"image{counter}.aci"
+        out.parent.mkdir(exist_ok=True)
+        build_aci(make_layout(manifest, files), out)
+        return out
+
+    return make

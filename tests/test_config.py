@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from jetpack.config import DEFAULT_DATA_DIR, ACIConfig, Config, load_config, parse_size
+from jetpack.config import (
+    DEFAULT_DATA_DIR,
+    ACIConfig,
+    Config,
+    StorageConfig,
+    load_config,
+    parse_size,
+)
 from jetpack.errors import ConfigError
 
 
@@ -80,7 +87,38 @@ def test_parse_size(value: object, expected: int) -> None:
     assert parse_size(value, "x") == expected
 
 
-@pytest.mark.parametrize("value", [0, "0", "1.5G", "G", "1Q", "", True, None, 2.5])
+@pytest.mark.parametrize("value", [0, "0", "1.5G", "G", "1Q", "", True, None, 2.5, "²", "١٢"])
 def test_parse_size_rejects(value: object) -> None:
     with pytest.raises(ConfigError):
         parse_size(value, "x")
+
+
+def test_storage_section(tmp_path: Path) -> None:
+    conf = tmp_path / "j.toml"
+    conf.write_text(
+        '[storage]\nbackend = "zfs"\n[storage.zfs]\ndataset = "tank/jp"\nmountpoint = "/tank/jp"\n'
+    )
+    assert load_config(conf, environ={}).storage == StorageConfig(
+        backend="zfs", zfs_dataset="tank/jp", zfs_mountpoint=Path("/tank/jp")
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[storage]\nbackend = "btrfs"\n',
+            "storage.backend: 'btrfs' is not one of overlay, zfs, copy",
+        ),
+        ("[storage]\nzfs = 1\n", r"\[storage.zfs\] must be a table"),
+        ('[storage.zfs]\ndataset = "/abs"\n', "storage.zfs.dataset: '/abs' is not a dataset name"),
+        ('[storage.zfs]\nmountpoint = "rel"\n', "storage.zfs.mountpoint: 'rel' is not an absolute"),
+        ('[storage.zfs]\npool = "x"\n', "unknown key storage.zfs.pool"),
+        ("[storage]\nbackends = 1\n", "unknown key storage.backends"),
+    ],
+)
+def test_storage_invalid(tmp_path: Path, text: str, message: str) -> None:
+    conf = tmp_path / "bad.toml"
+    conf.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(conf, environ={})

@@ -19,7 +19,7 @@ Everything is pure file I/O on paths and file objects given by the caller; nothi
 
 from jetpack.aci.build import build_aci, validate_layout, write_aci
 from jetpack.aci.compression import Compression, detect_compression
-from jetpack.aci.extract import extract_aci
+from jetpack.aci.extract import extract_aci, remove_tree
 from jetpack.aci.options import ACIInfo, ExtractLimits, ExtractOptions
 from jetpack.aci.patch import patch_aci
 from jetpack.aci.reader import read_aci
@@ -38,6 +38,7 @@ __all__ = [
     "image_id",
     "patch_aci",
     "read_aci",
+    "remove_tree",
     "validate_layout",
     "write_aci",
 ]

@@ -7,6 +7,7 @@ ustar falls short, a deterministic gzip header, and owner names derived from the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import os
@@ -40,7 +41,21 @@ _MAX_MANIFEST = 16 << 20
 _LAYOUT_HINT = "a layout holds only 'manifest' (a file) and 'rootfs/' (a directory)"
 
 
+@contextlib.contextmanager
+def _reading(path: object) -> Iterator[None]:
+    """Turn an :class:`OSError` (from reading the layout) into ``cannot read <path>``."""
+    try:
+        yield
+    except OSError as err:
+        raise ACIError(f"cannot read {path}", err.strerror or str(err)) from err
+
+
 def _load_layout(layout: Path) -> tuple[ImageManifest, bytes]:
+    with _reading(layout):
+        return _load_layout_unchecked(layout)
+
+
+def _load_layout_unchecked(layout: Path) -> tuple[ImageManifest, bytes]:
     try:
         st = layout.stat()
     except FileNotFoundError:
@@ -72,7 +87,7 @@ def _load_layout(layout: Path) -> tuple[ImageManifest, bytes]:
             raise ACIError(f"invalid layout {layout}", f"no {name}", _LAYOUT_HINT) from None
         if not test(mode):
             raise ACIError(f"invalid layout {layout}", f"{name} is not {what}", _LAYOUT_HINT)
-    with open(layout / MANIFEST, "rb") as f:
+    with _reading(layout / MANIFEST), open(layout / MANIFEST, "rb") as f:
         data = f.read(_MAX_MANIFEST + 1)
     if len(data) > _MAX_MANIFEST:
         raise ACIError(f"invalid layout {layout}", f"manifest is over {_MAX_MANIFEST} bytes")
@@ -120,10 +135,11 @@ def _xattrs(path: str) -> dict[str, bytes]:
 
 def _walk(directory: str, prefix: str) -> Iterator[tuple[str, str, os.stat_result]]:
     """(archive name, file path, lstat) depth-first, names sorted bytewise."""
-    with os.scandir(directory) as it:
+    with _reading(directory), os.scandir(directory) as it:
         entries = sorted(it, key=lambda e: os.fsencode(e.name))
     for entry in entries:
-        st = entry.stat(follow_symlinks=False)
+        with _reading(entry.path):
+            st = entry.stat(follow_symlinks=False)
         yield f"{prefix}/{entry.name}", entry.path, st
         if stat.S_ISDIR(st.st_mode):
             yield from _walk(entry.path, f"{prefix}/{entry.name}")
@@ -136,17 +152,24 @@ class _Builder:
         self._inodes: dict[tuple[int, int], str] = {}
 
     def add(self, name: str, path: str, st: os.stat_result, data: bytes | None = None) -> None:
+        with _reading(path):
+            self._add(name, path, st, data)
+
+    def _add(self, name: str, path: str, st: os.stat_result, data: bytes | None) -> None:
         mode = st.st_mode
         fields: dict[str, object] = {}
         size = 0
         if stat.S_ISREG(mode):
             key = (st.st_dev, st.st_ino)
-            first = self._inodes.get(key) if st.st_nlink > 1 else None
+            # Only entries under rootfs/ are link targets: a hard link to the manifest is
+            # what the reader refuses as pointing outside rootfs.
+            linkable = st.st_nlink > 1 and name.startswith(ROOTFS + "/")
+            first = self._inodes.get(key) if linkable else None
             if first is not None:
                 typeflag, fields["linkname"] = HARDLINK, first
             else:
                 typeflag, size = REGULAR, st.st_size if data is None else len(data)
-                if st.st_nlink > 1:
+                if linkable:
                     self._inodes[key] = name
         elif stat.S_ISDIR(mode):
             typeflag, name = DIRECTORY, name + "/"
@@ -223,9 +246,11 @@ def write_aci(
     sink = TarSink(dst, compression)
     builder = _Builder(sink, owner_root)
     manifest_path = layout / MANIFEST
-    builder.add(MANIFEST, str(manifest_path), manifest_path.lstat(), manifest_bytes)
     rootfs = layout / ROOTFS
-    builder.add(ROOTFS, str(rootfs), rootfs.lstat())
+    with _reading(layout):
+        manifest_st, rootfs_st = manifest_path.lstat(), rootfs.lstat()
+    builder.add(MANIFEST, str(manifest_path), manifest_st, manifest_bytes)
+    builder.add(ROOTFS, str(rootfs), rootfs_st)
     for name, path, st in _walk(str(rootfs), ROOTFS):
         builder.add(name, path, st)
     sink.close()

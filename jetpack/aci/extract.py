@@ -10,8 +10,14 @@ deleted either, so a directory opened once stays the directory it was. The name-
 :class:`~jetpack.aci.reader.LayoutChecker` has already refused all of that with clearer
 messages; the kernel checks are the second line.
 
+Directory descriptors are cached in a bounded LRU (at most 256, and a quarter of
+RLIMIT_NOFILE), so any number of directories extracts under any open-file limit, and paths
+of any depth are walked iteratively.
+
 Metadata goes on through the open descriptor (owner, then mode — chown clears setuid —
-then xattrs, then mtime). Directories get theirs last, deepest first, because creating
+then xattrs, then mtime). Without preserved owners, setuid/setgid bits are dropped and so
+is the ``security.capability`` xattr (file capabilities grant privileges just like
+setuid), with a warning in the result. Directories get theirs last, deepest first, because creating
 their children would change their mtime and a read-only mode would stop us writing them.
 The manifest is written after the whole archive was read and its manifest validated.
 
@@ -24,13 +30,15 @@ import contextlib
 import dataclasses
 import errno
 import os
-import shutil
+import resource
 import stat
+from collections import OrderedDict
 from pathlib import Path
 from typing import BinaryIO
 
 from jetpack.aci.options import ACIInfo, ExtractOptions
 from jetpack.aci.reader import MANIFEST, Member, scan, type_name
+from jetpack.aci.stream import archive_label
 from jetpack.aci.tarformat import (
     BLOCKDEV,
     CHARDEV,
@@ -46,11 +54,28 @@ from jetpack.errors import ACIError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_MAX_OPEN_DIRS = 256
+_MAX_OPEN_DIRS = 256  # cached directory descriptors, at most (and a quarter of RLIMIT_NOFILE)
 _DEFAULT_OPTIONS = ExtractOptions()  # frozen, so one shared default is safe
 _HOSTILE = "the archive may be hostile; do not use it"
 # Errors meaning "the file system does not take this attribute", not "the archive is bad".
-_XATTR_UNSUPPORTED = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.ERANGE}
+_XATTR_UNSUPPORTED = {
+    errno.ENOTSUP,
+    errno.EOPNOTSUPP,
+    errno.EPERM,
+    errno.EACCES,
+    errno.ERANGE,
+    errno.E2BIG,
+    errno.EINVAL,
+}
+# File capabilities grant privileges like setuid does: only kept with the owners.
+_CAPABILITY = "security.capability"
+
+
+def _max_open_dirs() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return _MAX_OPEN_DIRS
+    return max(4, min(_MAX_OPEN_DIRS, soft // 4))
 
 
 class _Extractor:
@@ -58,41 +83,83 @@ class _Extractor:
 
     def __init__(self, root_fd: int, options: ExtractOptions) -> None:
         self._root_fd = root_fd
-        self._dirs: dict[str, int] = {}
+        self._dirs: OrderedDict[str, int] = OrderedDict()
+        self._max_dirs = _max_open_dirs()
         self._owners = (
             os.geteuid() == 0 if options.preserve_owners is None else options.preserve_owners
         )
         self._devices = options.allow_devices and os.geteuid() == 0
         self._late_dirs: list[tuple[str, Header]] = []
         self._xattr_failures: dict[tuple[str, str], list[str]] = {}
+        self._caps_dropped: list[str] = []
         self.manifest: Header | None = None
 
     # -- directory descriptors ----------------------------------------------------------
 
     def _dir(self, rel: str) -> int:
-        """A descriptor for directory ``rel`` (relative to dest), created 0755 if missing."""
+        """A descriptor for directory ``rel`` (relative to dest), created 0755 if missing.
+
+        Descriptors are cached, least recently used first out, so at most ``_max_dirs`` are
+        open whatever the archive's shape. The one returned stays open until the next call
+        that misses the cache — and a miss never closes the two most recent, so a caller
+        may hold two (a hard link's source and destination directories). Walks down from
+        the deepest cached ancestor one component at a time, iteratively: no depth limit.
+        """
         if not rel:
             return self._root_fd
-        fd = self._dirs.get(rel)
+        dirs = self._dirs
+        fd = dirs.get(rel)
         if fd is not None:
+            dirs.move_to_end(rel)
             return fd
-        up, _, name = rel.rpartition("/")
-        parent = self._dir(up)
+        start = len(rel)
+        base = self._root_fd
+        while True:
+            start = rel.rfind("/", 0, start)
+            if start < 0:
+                break
+            cached = dirs.get(rel[:start])
+            if cached is not None:
+                dirs.move_to_end(rel[:start])
+                base = cached
+                break
+        pos = start + 1  # the first component to open (0 when nothing was cached)
+        fd = base
         try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            while True:
+                end = rel.find("/", pos)
+                child = self._open_child(fd, rel, rel[pos:] if end < 0 else rel[pos:end])
+                if fd != base:
+                    os.close(fd)  # intermediate directories are not cached
+                fd = child
+                if end < 0:
+                    break
+                pos = end + 1
+        except BaseException:
+            if fd != base:
+                os.close(fd)
+            raise
+        dirs[rel] = fd
+        if len(dirs) > self._max_dirs:
+            os.close(dirs.popitem(last=False)[1])
+        return fd
+
+    @staticmethod
+    def _open_child(parent: int, rel: str, name: str) -> int:
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
         except FileNotFoundError:
             # A parent the archive never listed: tar creates those 0755 too.
             os.mkdir(name, 0o700, dir_fd=parent)
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
             os.fchmod(fd, 0o755)
+            return fd
         except OSError as err:
             if err.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise ACIError(
                     "unsafe entry", f"{rel!r} is not a directory (a symlink?)", _HOSTILE
                 ) from err
             raise
-        self._dirs[rel] = fd
-        return fd
 
     def _parent(self, path: str) -> tuple[int, str]:
         up, _, leaf = path.rpartition("/")
@@ -106,8 +173,6 @@ class _Extractor:
     # -- entries ------------------------------------------------------------------------
 
     def visit(self, member: Member, reader: TarReader) -> None:
-        if len(self._dirs) > _MAX_OPEN_DIRS:
-            self.close()
         header = member.header
         kind = header.typeflag
         if member.path == MANIFEST:
@@ -190,7 +255,7 @@ class _Extractor:
         if self._owners:
             os.fchown(fd, header.uid, header.gid)
         os.fchmod(fd, self._mode(header))
-        for key, value in header.xattrs.items():
+        for key, value in self._xattrs(header, path):
             try:
                 os.setxattr(fd, key, value)
             except OSError as err:
@@ -208,7 +273,7 @@ class _Extractor:
             os.chmod(leaf, self._mode(header), dir_fd=parent)
         # No *xattrat(); /proc/self/fd pins the parent, follow_symlinks=False the leaf.
         proc_path = f"/proc/self/fd/{parent}/{leaf}"
-        for key, value in header.xattrs.items():
+        for key, value in self._xattrs(header, path):
             try:
                 os.setxattr(proc_path, key, value, follow_symlinks=False)
             except OSError as err:
@@ -219,6 +284,14 @@ class _Extractor:
             dir_fd=parent,
             follow_symlinks=False,
         )
+
+    def _xattrs(self, header: Header, path: str) -> list[tuple[str, bytes]]:
+        """The xattrs to set: all of them, but file capabilities only with the owners."""
+        items = list(header.xattrs.items())
+        if self._owners or _CAPABILITY not in header.xattrs:
+            return items
+        self._caps_dropped.append(path)
+        return [(key, value) for key, value in items if key != _CAPABILITY]
 
     def _xattr_failed(self, key: str, err: OSError, path: str) -> None:
         if err.errno not in _XATTR_UNSUPPORTED:
@@ -243,6 +316,13 @@ class _Extractor:
 
     def warnings(self) -> tuple[str, ...]:
         out = []
+        if self._caps_dropped:
+            paths = self._caps_dropped
+            more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+            out.append(
+                f"xattr {_CAPABILITY} dropped from {paths[0]!r}{more}: file capabilities are"
+                " kept only when preserving owners, like setuid/setgid bits"
+            )
         for (key, reason), paths in sorted(self._xattr_failures.items()):
             more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
             out.append(f"xattr {key} not set on {paths[0]!r}{more}: {reason}")
@@ -293,14 +373,19 @@ def extract_aci(
             os.fchmod(root_fd, 0o755)
         finally:
             os.close(root_fd)
+    except ACIError:
+        remove_tree(dest)
+        raise
     except OSError as err:
         # Not the archive's fault (a full disk, a read-only or odd file system): say where.
         remove_tree(dest)
         raise ACIError(
-            f"cannot extract into {dest}",
-            err.strerror or str(err),
-            "check the file system's free space and permissions",
+            f"cannot extract into {dest}", err.strerror or str(err), _os_error_hint(err)
         ) from err
+    except (OverflowError, ValueError, RecursionError) as err:
+        # Backstop: the codec refuses what the OS cannot take, so this is a gap in it.
+        remove_tree(dest)
+        raise ACIError(f"cannot extract {archive_label(src)}", f"{err}", _HOSTILE) from err
     except BaseException:
         remove_tree(dest)
         raise
@@ -310,18 +395,73 @@ def extract_aci(
     return info
 
 
+def _os_error_hint(err: OSError) -> str | None:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "check the file system's free space"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "check the destination's permissions"
+    return None
+
+
 def remove_tree(path: Path) -> None:
-    """Remove ``path`` completely, even directories whose mode forbids writing into them."""
+    """Remove ``path`` completely, even directories whose mode forbids writing into them.
+
+    Iterative and descriptor-relative, holding one directory open at a time, so a tree of
+    any depth goes (``shutil.rmtree`` recurses, and path names would outgrow PATH_MAX). The
+    way back up is ``..``, which is safe: nothing else writes in a tree we are removing.
+    """
     try:
-        shutil.rmtree(path)
+        fd = _open_for_removal(str(path), None)
     except FileNotFoundError:
         return
+    except OSError as err:
+        if err.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        path.unlink()  # a file, or a symlink (never followed)
+        return
+    names: list[str] = []
+    try:
+        pending = [_clear_files(fd)]
+        while True:
+            if pending[-1]:
+                name = pending[-1].pop()
+                child = _open_for_removal(name, fd)
+                os.close(fd)
+                fd = child
+                names.append(name)
+                pending.append(_clear_files(fd))
+                continue
+            pending.pop()
+            if not names:
+                break
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    path.rmdir()
+
+
+def _open_for_removal(name: str, dir_fd: int | None) -> int:
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except PermissionError:
-        # Only without root: make every directory accessible (top-down), then retry.
-        path.chmod(0o700)
-        for top, dirs, _files in os.walk(path):
-            for name in dirs:
-                sub = Path(top, name)
-                if not sub.is_symlink():
-                    sub.chmod(0o700)
-        shutil.rmtree(path)
+        # Only without root: a directory extracted with mode 0 (it is a directory: we just
+        # listed it, or the caller named it, and nothing else writes here).
+        os.chmod(name, 0o700, dir_fd=dir_fd)
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+
+
+def _clear_files(fd: int) -> list[str]:
+    """Unlink every non-directory in ``fd``; the names of its subdirectories."""
+    if os.geteuid() != 0:
+        os.fchmod(fd, 0o700)  # so its entries can be removed whatever its mode
+    subdirs: list[str] = []
+    others: list[str] = []
+    with os.scandir(fd) as it:
+        for entry in it:
+            (subdirs if entry.is_dir(follow_symlinks=False) else others).append(entry.name)
+    for name in others:
+        os.unlink(name, dir_fd=fd)
+    return subdirs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from jetpack.aci.compression import Compression
+from jetpack.config import ACIConfig
 from jetpack.schema import ImageManifest
 
 
@@ -27,6 +28,15 @@ class ExtractLimits:
     max_manifest_size: int = 16 << 20
     ratio_floor: int = 1 << 20
 
+    @classmethod
+    def from_config(cls, config: ACIConfig) -> ExtractLimits:
+        """The limits set in the configuration's ``[aci]`` table."""
+        return cls(
+            max_ratio=config.max_ratio,
+            max_size=config.max_size,
+            max_manifest_size=config.max_manifest_size,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class ExtractOptions:
@@ -35,7 +45,8 @@ class ExtractOptions:
     Attributes:
         preserve_owners: chown entries to the archive's uid/gid and keep setuid/setgid bits;
             None means "when running as root". Without it, files belong to the caller and
-            setuid/setgid bits are dropped (they would grant the caller's identity).
+            setuid/setgid bits are dropped (they would grant the caller's identity), and so
+            are ``security.capability`` xattrs (file capabilities), with a warning.
         allow_devices: create character and block devices (root only); otherwise an
             archive containing one is rejected.
         limits: decompression-bomb and size limits.

@@ -17,11 +17,20 @@ from jetpack.errors import ACIError
 _BATCH = 1 << 20  # small writes (headers) are gathered so the encoder sees big buffers
 
 
+class OutputError(ACIError):
+    """Writing the output failed; ``err.__cause__`` is the :class:`OSError`."""
+
+
 class TarSink:
-    """Takes the uncompressed tar stream; hashes, counts, compresses and writes it."""
+    """Takes the uncompressed tar stream; hashes, counts, compresses and writes it.
+
+    An :class:`OSError` writing ``dst`` becomes :class:`OutputError` ("cannot write <name>").
+    """
 
     def __init__(self, dst: BinaryIO, compression: Compression) -> None:
         self._dst = dst
+        name = getattr(dst, "name", None)
+        self._label = name if isinstance(name, str) else "the output"
         self._encoder = encoder(compression)
         self._hash = hashlib.sha512()
         self._pending: list[bytes] = []
@@ -51,7 +60,10 @@ class TarSink:
 
     def _emit(self, data: bytes) -> None:
         if data:
-            self._dst.write(data)
+            try:
+                self._dst.write(data)
+            except OSError as err:
+                raise OutputError(f"cannot write {self._label}", err.strerror or str(err)) from err
             self.compressed_size += len(data)
 
     def close(self, *, end_marker: bool = True) -> None:
@@ -75,7 +87,10 @@ def atomic_output(out: Path, *, overwrite: bool) -> Iterator[BinaryIO]:
     replacing a file that appeared meanwhile.
 
     Raises:
-        ACIError: ``out`` exists and ``overwrite`` is false, or its directory is missing.
+        ACIError: ``out`` exists and ``overwrite`` is false, or it cannot be written (its
+            directory is missing, not a directory or not writable, the disk is full...).
+            Errors reading the input must reach here as :class:`ACIError` already: any
+            other :class:`OSError` from the ``with`` body is taken for a write error.
     """
     if not overwrite and os.path.lexists(out):
         raise ACIError(f"cannot write {out}", "it already exists", "use --overwrite to replace it")
@@ -83,6 +98,8 @@ def atomic_output(out: Path, *, overwrite: bool) -> Iterator[BinaryIO]:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     except FileNotFoundError:
         raise ACIError(f"cannot write {out}", "its directory does not exist") from None
+    except OSError as err:
+        raise _write_error(out, err) from err
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -100,6 +117,19 @@ def atomic_output(out: Path, *, overwrite: bool) -> Iterator[BinaryIO]:
                     f"cannot write {out}", "it already exists", "use --overwrite to replace it"
                 ) from None
             tmp.unlink()
+    except OutputError as err:
+        tmp.unlink(missing_ok=True)
+        raise ACIError(f"cannot write {out}", err.why, err.hint) from err.__cause__
+    except ACIError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(out, err) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_error(out: Path, err: OSError) -> ACIError:
+    return ACIError(f"cannot write {out}", err.strerror or str(err))

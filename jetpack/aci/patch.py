@@ -13,13 +13,13 @@ import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from jetpack.aci.compression import Compression
 from jetpack.aci.options import ACIInfo, ExtractLimits
 from jetpack.aci.output import TarSink, atomic_output
 from jetpack.aci.reader import MANIFEST, Member, parse_manifest, read_aci, relabel, scan
-from jetpack.aci.tarformat import REGULAR, TarReader, encode_header, padding
+from jetpack.aci.tarformat import BLOCK, REGULAR, TarReader, encode_header, padding
 from jetpack.errors import ACIError, ManifestError
 from jetpack.schema import ImageManifest
 
@@ -46,6 +46,13 @@ def _patched(
         raise ACIError("invalid patched manifest", why, err.hint) from err
 
 
+def _open_source(src: Path) -> BinaryIO:
+    try:
+        return open(src, "rb")  # the caller closes it, in a with statement
+    except OSError as err:
+        raise ACIError(f"cannot read {src}", err.strerror or str(err)) from err
+
+
 def patch_aci(
     src: Path,
     out: Path,
@@ -65,7 +72,7 @@ def patch_aci(
         ACIError: ``src`` is not a valid ACI, the patch makes the manifest invalid, or
             ``out`` exists and ``overwrite`` is false.
     """
-    with open(src, "rb") as f:
+    with _open_source(src) as f:
         info = read_aci(f)
     try:
         manifest, manifest_bytes = _patched(info.manifest, patch)
@@ -109,10 +116,16 @@ def patch_aci(
 
             reader.drain(take)
 
-        with open(src, "rb") as f:
+        with _open_source(src) as f:
             scan(f, limits=_NO_LIMITS, visit=visit, capture=True, on_end=copy_trailer)
-        # A source that just stopped after its last entry gets a proper end marker.
-        sink.close(end_marker=trailer == 0)
+        # A source that just stopped after its last entry gets a proper end marker; one
+        # that stopped after a single zero block gets the second.
+        if trailer == 0:
+            sink.close()
+        else:
+            if trailer == BLOCK:
+                sink.write(bytes(BLOCK))
+            sink.close(end_marker=False)
     return dataclasses.replace(
         info,
         image_id=sink.image_id,

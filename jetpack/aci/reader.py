@@ -12,6 +12,13 @@ writes) is stripped, because ``actool`` and Go's ``filepath.Clean`` accept it, a
 itself (the archive root) is accepted as a directory entry and otherwise ignored. Every
 other non-canonical form — absolute names, ``..``, ``.`` or empty components — is
 rejected, so that one path has exactly one spelling and duplicates cannot hide.
+
+What no file system call could take is refused here too, never left for extraction to trip
+over: names with a NUL byte, out-of-range owners, sizes and mtimes (in the tar codec), path
+components over 255 bytes and symlink targets over 4095 bytes (here). Hard links may point
+at any earlier non-directory entry under ``rootfs/`` (a file, symlink, FIFO, device or
+another hard link), as GNU tar, Go's ``archive/tar`` and ``actool`` allow; the link is made
+to the entry itself, never followed.
 """
 
 from __future__ import annotations
@@ -22,13 +29,15 @@ from typing import BinaryIO
 
 from jetpack.aci.compression import Compression
 from jetpack.aci.options import ACIInfo, ExtractLimits
-from jetpack.aci.stream import ArchiveStream, prefetch
+from jetpack.aci.stream import ArchiveStream, SourceReadError, archive_label, prefetch
 from jetpack.aci.tarformat import (
     BLOCKDEV,
     CHARDEV,
     DIRECTORY,
     FIFO,
     HARDLINK,
+    LINK_MAX,
+    NAME_MAX,
     REGULAR,
     SYMLINK,
     Header,
@@ -50,6 +59,11 @@ _TYPE_NAMES = {
     DIRECTORY: "a directory",
     FIFO: "a FIFO",
 }
+# Checking a path keeps every directory it implies. Each deep path costs the sum of its
+# ancestors' lengths (quadratic in depth), so a small archive of many distinct, very deep
+# paths could exhaust memory. Real images stay far below this (100,000 files of 100-byte
+# paths imply a few MiB); past it the archive is refused instead of the host swapping.
+MAX_PATH_BYTES = 256 << 20
 _DEFAULT_LIMITS = ExtractLimits()  # frozen, so one shared default is safe
 _HOSTILE = "the archive may be hostile; do not use it"
 _INVALID = "rebuild the image with a valid layout (manifest + rootfs/)"
@@ -58,12 +72,6 @@ _INVALID = "rebuild the image with a valid layout (manifest + rootfs/)"
 def type_name(typeflag: bytes) -> str:
     """``"a symlink"`` and the like, for messages."""
     return _TYPE_NAMES.get(typeflag, f"an entry of unknown type {typeflag!r}")
-
-
-def archive_label(src: object) -> str:
-    """How to name ``src`` in messages: its file name when it has one."""
-    name = getattr(src, "name", None)
-    return name if isinstance(name, str) else "image archive"
 
 
 def canonical(name: str) -> str:
@@ -81,6 +89,12 @@ def canonical(name: str) -> str:
         raise ACIError("unsafe entry", f"{name!r} is an absolute path", _HOSTILE)
     path = path.rstrip("/")
     for part in path.split("/"):
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise ACIError(
+                "invalid entry",
+                f"{name!r} has a component longer than {NAME_MAX} bytes",
+                "no Linux file system can hold it; " + _INVALID,
+            )
         if part == "..":
             raise ACIError("unsafe entry", f"{name!r} has a '..' component", _HOSTILE)
         if part in ("", "."):
@@ -105,12 +119,13 @@ class LayoutChecker:
     It remembers the type of every explicit entry and every directory implied by a deeper
     one, which is enough to refuse duplicates, entries reached through a symlink or a
     non-directory, non-directories replacing implied directories, and hard links to
-    anything but an earlier non-directory entry under ``rootfs/``.
+    anything but an earlier non-directory entry (of any other type) under ``rootfs/``.
     """
 
     def __init__(self) -> None:
         self._kinds: dict[str, bytes] = {}
         self._implied: set[str] = set()
+        self._path_bytes = 0  # characters held in _implied: bounded, see MAX_PATH_BYTES
         self._checked_parent = ""  # the last parent found sound: entries come grouped by dir
         self.has_manifest = False
         self.has_rootfs = False
@@ -163,8 +178,15 @@ class LayoutChecker:
         member = Member(path, header)
         if kind == HARDLINK:
             member.link = self._check_link(path, header.linkname)
-        elif kind == SYMLINK and not header.linkname:
-            raise ACIError("invalid entry", f"symlink {path!r} has an empty target", _INVALID)
+        elif kind == SYMLINK:
+            if not header.linkname:
+                raise ACIError("invalid entry", f"symlink {path!r} has an empty target", _INVALID)
+            if len(header.linkname.encode("utf-8", "surrogateescape")) > LINK_MAX:
+                raise ACIError(
+                    "invalid entry",
+                    f"symlink {path!r} has a target longer than {LINK_MAX} bytes",
+                    _INVALID,
+                )
         self._kinds[path] = kind
         if path == MANIFEST:
             self.has_manifest = True
@@ -176,9 +198,15 @@ class LayoutChecker:
         parent = path.rpartition("/")[0]
         if not parent or parent == self._checked_parent:
             return
-        end = parent.find("/")
-        while True:
-            ancestor = parent if end < 0 else parent[:end]
+        # Deepest first, stopping at the first ancestor already known as a directory: its
+        # own ancestors were checked when it was, and an implied directory can never be
+        # replaced by anything else later. So a deep path costs its new components only.
+        new: list[str] = []
+        end = len(parent)
+        while end > 0:
+            ancestor = parent[:end]
+            if ancestor in self._implied:
+                break
             kind = self._kinds.get(ancestor, DIRECTORY)
             if kind == SYMLINK:
                 raise ACIError(
@@ -190,10 +218,17 @@ class LayoutChecker:
                     f"{path!r} is under {ancestor!r}, which is {type_name(kind)}",
                     _INVALID,
                 )
-            self._implied.add(ancestor)
-            if end < 0:
-                break
-            end = parent.find("/", end + 1)
+            new.append(ancestor)
+            self._path_bytes += len(ancestor)
+            end = parent.rfind("/", 0, end)
+        if self._path_bytes > MAX_PATH_BYTES:
+            raise ACIError(
+                "archive refused",
+                f"its paths need more than {MAX_PATH_BYTES >> 20} MiB of memory to check "
+                "(too many entries, or very deep ones)",
+                _HOSTILE,
+            )
+        self._implied.update(new)
         self._checked_parent = parent
 
     def _check_link(self, path: str, target_name: str) -> str:
@@ -268,6 +303,8 @@ def scan(
     label = archive_label(src)
     try:
         return _scan(src, limits, visit, tee, capture, on_end)
+    except SourceReadError:
+        raise  # already names the archive
     except ACIError as err:
         raise relabel(err, label) from err.__cause__
 

@@ -25,12 +25,35 @@ READ_SIZE = 1 << 20
 CHUNK_SIZE = 1 << 20
 
 
+def archive_label(src: object) -> str:
+    """How to name ``src`` in messages: its file name when it has one."""
+    name = getattr(src, "name", None)
+    return name if isinstance(name, str) else "image archive"
+
+
+class SourceReadError(ACIError):
+    """Reading the archive itself failed (an I/O error, not a bad archive).
+
+    Its message already names the archive, so callers must not prefix it again.
+    """
+
+
+def read_source(src: BinaryIO, size: int) -> bytes:
+    """``src.read(size)``, with an :class:`OSError` turned into :class:`SourceReadError`."""
+    try:
+        return src.read(size)
+    except OSError as err:
+        raise SourceReadError(
+            f"cannot read {archive_label(src)}", err.strerror or str(err)
+        ) from err
+
+
 def _read_head(src: BinaryIO) -> bytes:
     """At least :data:`DETECT_BYTES` (unless the file is shorter): pipes return short reads."""
     parts: list[bytes] = []
     have = 0
     while have < DETECT_BYTES:
-        data = src.read(READ_SIZE)
+        data = read_source(src, READ_SIZE)
         if not data:
             break
         parts.append(data)
@@ -85,7 +108,7 @@ class ArchiveStream:
             for out in dec.feed(data, CHUNK_SIZE):
                 self._account(out)
                 yield out
-            data = self._src.read(READ_SIZE)
+            data = read_source(self._src, READ_SIZE)
         dec.finish()
 
     def _account(self, out: bytes) -> None:
@@ -178,6 +201,8 @@ def image_id(src: BinaryIO) -> str:
             chunks = prefetch(chunks)
         for chunk in chunks:
             digest.update(chunk)
+    except SourceReadError:
+        raise
     except ACIError as err:
         name = getattr(src, "name", None)
         if not isinstance(name, str):

@@ -8,6 +8,12 @@ wants to copy entries byte for byte. The format is small; what is supported:
   and pax (``x`` and ``g`` headers: path, linkpath, size, uid, gid, uname, gname, mtime with
   fractions, ``SCHILY.xattr.*``). Header checksums are verified. Sparse files, multi-volume
   and other exotic GNU types are reported as unknown types, never guessed at.
+  Strictness, so that what passes here is what the file system will take: numbers are
+  ASCII digits only (octal fields, pax values and record lengths), base-256 is decoded as Go
+  does (sign bit 0x40), uids/gids fit 32 bits, mtimes fit signed 64-bit nanoseconds (years
+  1677 to 2262), names, link targets and xattr names have no NUL byte, an extension header
+  must be followed by an entry, and one zero block may only be followed by a second one
+  (or the end of the stream).
 - writing: one ustar header per entry, preceded by a pax header only for what ustar
   cannot hold (long or non-ASCII names, big numbers, xattrs) — what Go's ``archive/tar``
   (and therefore ``actool``) writes too.
@@ -78,18 +84,24 @@ def padding(size: int) -> int:
 
 
 def _number(field: bytes, what: str) -> int:
+    """A numeric header field: octal text, or GNU base-256 (may be negative).
+
+    Base-256 is decoded as Go's ``archive/tar`` does: the 0x80 flag bit is dropped and the
+    remaining bits are a big-endian two's complement number whose sign bit is 0x40 of the
+    first byte. Octal must be ASCII octal digits only (padded with spaces or NULs): no
+    signs, underscores or ``0o`` prefixes, which :func:`int` would accept.
+    """
     if field[:1] and field[0] & 0x80:
-        # GNU base-256: big-endian two's complement, high bit of the first byte is the flag.
-        if field[0] == 0xFF:
-            raise _corrupt(f"negative {what}")
-        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+        value = int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+        if field[0] & 0x40:
+            value -= 1 << (8 * len(field) - 1)
+        return value
     text = field.split(b"\0", 1)[0].strip(b" ")
     if not text:
         return 0
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise _corrupt(f"{what} field {field!r} is not an octal number") from None
+    if text.translate(None, b"01234567"):
+        raise _corrupt(f"{what} field {field!r} is not an octal number")
+    return int(text, 8)
 
 
 def _text(field: bytes) -> str:
@@ -107,10 +119,22 @@ def _checksum_ok(block: bytes) -> bool:
     return stored == signed
 
 
+def _ascii_digits(text: str | bytes) -> bool:
+    """Only ``0``-``9``: :meth:`str.isdigit` also takes ``²`` and other Unicode digits."""
+    return bool(text) and text.isascii() and text.isdigit()
+
+
+# Keys whose values are names: a NUL in them cannot reach the file system (Go refuses too).
+_PAX_NAME_KEYS = frozenset({"path", "linkpath", "uname", "gname"})
+_XATTR_PREFIX = "SCHILY.xattr."
+
+
 def parse_pax(data: bytes) -> dict[str, str | bytes]:
     """Parse pax extended-header records (``"<len> <key>=<value>\\n"``).
 
     ``SCHILY.xattr.*`` values stay bytes (they are binary); the rest are UTF-8 text.
+    Like Go's ``archive/tar``, refuses empty keys, NUL bytes in keys and in name values
+    (``path``, ``linkpath``, ``uname``, ``gname``), and an empty xattr name.
     """
     out: dict[str, str | bytes] = {}
     pos = 0
@@ -120,36 +144,85 @@ def parse_pax(data: bytes) -> dict[str, str | bytes]:
         space = data.find(b" ", pos)
         if space < 0:
             raise _corrupt("pax record without a length")
-        try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise _corrupt("pax record length is not a number") from None
+        length_text = data[pos:space]
+        if not _ascii_digits(length_text):
+            raise _corrupt("pax record length is not a number")
+        length = int(length_text)
         end = pos + length
         if length <= space - pos + 1 or end > len(data) or data[end - 1 : end] != b"\n":
             raise _corrupt("pax record length does not match its content")
         key_b, eq, value = data[space + 1 : end - 1].partition(b"=")
         if not eq:
             raise _corrupt("pax record without '='")
+        if not key_b or b"\0" in key_b:
+            raise _corrupt(f"pax record key {key_b!r} is empty or has a NUL byte")
         key = key_b.decode("utf-8", "surrogateescape")
-        out[key] = (
-            value if key.startswith("SCHILY.xattr.") else value.decode("utf-8", "surrogateescape")
-        )
+        if key.startswith(_XATTR_PREFIX):
+            if key == _XATTR_PREFIX:
+                raise _corrupt("pax xattr record with an empty attribute name")
+            out[key] = value
+            pos = end
+            continue
+        if key in _PAX_NAME_KEYS and b"\0" in value:
+            raise _corrupt(f"pax {key} {value!r} has a NUL byte")
+        out[key] = value.decode("utf-8", "surrogateescape")
         pos = end
     return out
 
 
+#: Modification times must fit in signed 64-bit nanoseconds since the epoch (years 1677 to
+#: 2262): what ``st_mtime_ns`` and Go's ``UnixNano`` hold, and well inside what ``time_t``
+#: and ``utimensat`` take, so validation and extraction agree on every platform.
+MIN_MTIME_NS = -(1 << 63)
+MAX_MTIME_NS = (1 << 63) - 1
+#: uid_t and gid_t are 32-bit. (2**32 - 1 is ``(uid_t) -1``, which chown reads as "leave
+#: unchanged": such an entry stays owned by the extracting user, which is harmless.)
+MAX_ID = (1 << 32) - 1
+#: Linux's NAME_MAX (one path component) and PATH_MAX - 1 (a symlink target).
+NAME_MAX = 255
+LINK_MAX = 4095
+
+
 def _pax_time_ns(value: str) -> int:
     sign = -1 if value.startswith("-") else 1
-    whole, _, frac = value.lstrip("-").partition(".")
-    if not whole.isdigit() or (frac and not frac.isdigit()):
+    whole, _, frac = value.removeprefix("-").partition(".")
+    if not _ascii_digits(whole) or (frac and not _ascii_digits(frac)):
         raise _corrupt(f"pax mtime {value!r} is not a number")
+    if len(whole) > 20:  # far outside the range below; do not build huge ints
+        raise _corrupt(f"pax mtime {value!r} is out of range")
     return sign * (int(whole) * 1_000_000_000 + int((frac + "000000000")[:9]))
 
 
 def _pax_int(value: str, key: str) -> int:
-    if not value.isdigit():
+    if not _ascii_digits(value):
         raise _corrupt(f"pax {key} {value!r} is not a non-negative integer")
+    if len(value) > 20:  # over 2**64: out of range for every field
+        raise _corrupt(f"pax {key} {value!r} is out of range")
     return int(value)
+
+
+def _check_ranges(header: Header) -> None:
+    """Refuse values no file system call could take, so validation sees what extraction would."""
+    for what, value, top in (
+        ("uid", header.uid, MAX_ID),
+        ("gid", header.gid, MAX_ID),
+        ("size", header.size, (1 << 63) - 1),
+        ("device major", header.devmajor, (1 << 32) - 1),
+        ("device minor", header.devminor, (1 << 32) - 1),
+    ):
+        if not 0 <= value <= top:
+            raise _corrupt(f"{header.name!r} has {what} {value}, out of range 0..{top}")
+    if not MIN_MTIME_NS <= header.mtime_ns <= MAX_MTIME_NS:
+        raise _corrupt(
+            f"{header.name!r} has mtime {header.mtime_ns // 1_000_000_000} s, out of range"
+            " (years 1677 to 2262)"
+        )
+    for what, text in (("name", header.name), ("link target", header.linkname)):
+        if "\0" in text:
+            raise _corrupt(f"the {what} {text!r} has a NUL byte")
+    for key in header.xattrs:
+        if "\0" in key:
+            raise _corrupt(f"xattr name {key!r} has a NUL byte")
 
 
 class TarReader:
@@ -222,16 +295,26 @@ class TarReader:
         pax: dict[str, str | bytes] = {}
         longname: str | None = None
         longlink: str | None = None
+        pending = False  # an extension header was read: an entry must follow
         while True:
             block = self._read(BLOCK)
             if block is None:
-                if raw:
+                if pending:
                     raise _corrupt("the archive ends after an extension header")
                 return None
             if block.count(0) == BLOCK:
-                if raw:
+                if pending:
                     raise _corrupt("an extension header is followed by the end of the archive")
-                self._end = block  # kept for drain(), which copies it for byte-exact patches
+                # Two zero blocks end the archive (anything after them is ignored, as by
+                # every tar); one zero block then the end of the stream is accepted too.
+                # One zero block then anything else is damage (Go and actool agree).
+                try:
+                    second = self._read(BLOCK)
+                except ACIError:
+                    second = b"partial"  # a partial block is more data, not a second zero one
+                if second is not None and second.count(0) != BLOCK:
+                    raise _corrupt("a single zero block is followed by more data")
+                self._end = block + (second or b"")  # for drain(): byte-exact patches
                 return None
             if not _checksum_ok(block):
                 raise _corrupt("a header checksum does not match")
@@ -239,9 +322,10 @@ class TarReader:
                 raw.append(block)
             typeflag = block[156:157]
             if typeflag in (_PAX, _PAX_GLOBAL, _GNU_LONGNAME, _GNU_LONGLINK):
+                pending = True
                 size = _number(block[124:136], "size")
-                if size > _MAX_META:
-                    raise _corrupt(f"an extension header of {size} bytes is too large")
+                if not 0 <= size <= _MAX_META:
+                    raise _corrupt(f"an extension header of {size} bytes is out of range")
                 data = self._read(size + padding(size)) if size else b""
                 if data is None:
                     raise _corrupt("the archive is truncated")
@@ -277,15 +361,12 @@ class TarReader:
             if prefix:
                 name = f"{prefix}/{name}"
         typeflag = block[156:157]
-        if typeflag == b"\0":
-            # Pre-POSIX tars mark directories only by a trailing slash.
-            typeflag = DIRECTORY if name.endswith("/") else REGULAR
-        elif typeflag == _CONTIGUOUS:
+        if typeflag == _CONTIGUOUS:
             typeflag = REGULAR
         header = Header(
             name=longname if longname is not None else name,
             typeflag=typeflag,
-            mode=_number(block[100:108], "mode") & 0o7777,
+            mode=_number(block[100:108], "mode"),
             uid=_number(block[108:116], "uid"),
             gid=_number(block[116:124], "gid"),
             size=_number(block[124:136], "size"),
@@ -294,12 +375,15 @@ class TarReader:
             uname=_text(block[265:297]),
             gname=_text(block[297:329]),
         )
+        if header.mode < 0:
+            raise _corrupt(f"{header.name!r} has a negative mode")
+        header.mode &= 0o7777
         if typeflag in (CHARDEV, BLOCKDEV):
             header.devmajor = _number(block[329:337], "devmajor")
             header.devminor = _number(block[337:345], "devminor")
         for key, value in pax.items():
             if isinstance(value, bytes):
-                header.xattrs[key.removeprefix("SCHILY.xattr.")] = value
+                header.xattrs[key.removeprefix(_XATTR_PREFIX)] = value
             elif value == "":
                 continue  # an empty pax value cancels the key
             elif key == "path":
@@ -320,6 +404,11 @@ class TarReader:
                     f"{header.name!r} is a GNU sparse file",
                     "build the archive without --sparse",
                 )
+        if typeflag == b"\0":
+            # Pre-POSIX tars mark directories only by a trailing slash, on the final name
+            # (after pax and GNU long-name overrides), as Go decides it.
+            header.typeflag = DIRECTORY if header.name.endswith("/") else REGULAR
+        _check_ranges(header)
         return header
 
     def read_data(self) -> bytes:

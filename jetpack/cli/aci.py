@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import click
 
 from jetpack.cli.options import CliState, compression_option, overwrite_option, pass_state
-from jetpack.errors import ACIError, JetpackError, ManifestError
+from jetpack.errors import ACIError, ConfigError, JetpackError, ManifestError
 
 if TYPE_CHECKING:
     from jetpack.aci import ACIInfo, ExtractLimits
@@ -49,10 +49,7 @@ def _open(path: Path) -> Iterator[BinaryIO]:
 def _limits(state: CliState) -> ExtractLimits:
     from jetpack.aci import ExtractLimits
 
-    cfg = state.config.aci
-    return ExtractLimits(
-        max_ratio=cfg.max_ratio, max_size=cfg.max_size, max_manifest_size=cfg.max_manifest_size
-    )
+    return ExtractLimits.from_config(state.config.aci)
 
 
 def _read_aci(state: CliState, path: Path) -> ACIInfo:
@@ -68,7 +65,7 @@ def _read_aci(state: CliState, path: Path) -> ACIInfo:
 def _about(path: Path, err: JetpackError) -> JetpackError:
     """``err`` with the file name in front, unless it already names it."""
     text = str(err)
-    if str(path) in text:
+    if str(path) in text or isinstance(err, ConfigError):
         return err
     return ACIError(str(path), text)
 

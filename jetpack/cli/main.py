@@ -19,9 +19,12 @@ from pathlib import Path
 
 import click
 
-from jetpack import APPC_SPEC_VERSION, __version__
+from jetpack import __version__
 from jetpack.cli.aci import aci
+from jetpack.cli.fetch import fetch
+from jetpack.cli.image import image
 from jetpack.cli.options import CliState
+from jetpack.cli.system import info, init, version
 from jetpack.errors import JetpackError
 
 EXIT_USAGE = 2
@@ -61,17 +64,12 @@ def cli(state: CliState, data_dir: Path | None, config_file: Path | None, debug:
     state.debug = debug
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="jetpack: %(name)s: %(message)s")
+    # Load it now, so a broken --config fails every command alike, once, before any work.
+    _ = state.config
 
 
-@cli.command()
-def version() -> None:
-    """Print the versions of Jetpack, the appc spec and Python."""
-    click.echo(f"jetpack {__version__}")
-    click.echo(f"appc spec {APPC_SPEC_VERSION}")
-    click.echo(f"python {sys.version.split()[0]}")
-
-
-cli.add_command(aci)
+for command in (aci, image, fetch, init, info, version):
+    cli.add_command(command)
 
 
 def _one_line(text: str) -> str:

@@ -47,3 +47,71 @@ def compression_option(default: str | None, help_text: str) -> Callable[[F], F]:
 
 def overwrite_option(f: F) -> F:
     return click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it already exists.")(f)
+
+
+def format_option(choices: tuple[str, ...]) -> Callable[[F], F]:
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(choices),
+        default=choices[0],
+        show_default=True,
+        help="Output format.",
+    )
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"90s"``, ``"30m"``, ``"24h"``, ``"1h30m"``, ``"7d"`` or a bare number."""
+    rest = text.strip()
+    if rest.replace(".", "", 1).isdigit():
+        return float(rest)
+    total = 0.0
+    number = ""
+    for ch in rest:
+        if ch.isdigit() or ch == ".":
+            number += ch
+        elif ch in _DURATION_UNITS and number and number.count(".") <= 1:
+            total += float(number) * _DURATION_UNITS[ch]
+            number = ""
+        else:
+            raise click.BadParameter(f"{text!r} is not a duration (e.g. 30m, 24h, 1h30m, 7d)")
+    if number or not rest:
+        raise click.BadParameter(f"{text!r} is not a duration (e.g. 30m, 24h, 1h30m, 7d)")
+    return total
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    name = "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            return parse_duration(str(value))
+        except click.BadParameter as err:
+            self.fail(err.message, param, ctx)
+
+
+def human_size(size: int) -> str:
+    """``1.5 MiB`` and the like."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_age(seconds: float) -> str:
+    """``"5 minutes ago"`` and the like, for tables."""
+    seconds = max(0.0, seconds)
+    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= length:
+            n = int(seconds // length)
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    return "just now"

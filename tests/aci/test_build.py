@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -185,3 +187,63 @@ def test_rootfs_must_be_a_directory(make_layout: MakeLayout, tmp_path: Path) -> 
     (lay / "rootfs").symlink_to("/")
     with pytest.raises(ACIError, match="rootfs is not a directory"):
         validate_layout(lay)
+
+
+def test_rootfs_file_hard_linked_to_the_manifest(layout: Path, tmp_path: Path) -> None:
+    # The manifest is never a link target (the reader calls that hostile), so the rootfs
+    # file is archived as a regular file with the manifest's content.
+    os.link(layout / "manifest", layout / "rootfs/manifest-copy")
+    out = tmp_path / "image.aci"
+    build_aci(layout, out)
+    with open(out, "rb") as src:
+        read_info = read_aci(src)
+    dest = tmp_path / "out"
+    with open(out, "rb") as src:
+        extract_aci(src, dest)
+    copy = dest / "rootfs/manifest-copy"
+    assert copy.read_bytes() == (layout / "manifest").read_bytes()
+    assert copy.stat().st_nlink == 1
+    assert read_info.entries > 2
+    with tarfile.open(out) as tar:
+        assert tar.getmember("rootfs/manifest-copy").isreg()
+
+
+def test_output_errors_name_the_output(layout: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ACIError, match=f"cannot write {blocker}/x.aci: Not a directory"):
+        build_aci(layout, blocker / "x.aci")
+
+
+def test_write_errors_name_the_output(layout: Path, tmp_path: Path) -> None:
+    from jetpack.aci import write_aci
+
+    class Full(io.RawIOBase):
+        name = "full.aci"
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: object) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(ACIError, match=r"cannot write full\.aci: No space left on device"):
+        write_aci(layout, Full())  # type: ignore[arg-type]
+
+
+def test_read_errors_name_the_layout_file(
+    layout: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.listxattr
+
+    def failing(path: str, **kw: bool) -> list[str]:
+        if str(path).endswith("hostname"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(path, **kw)
+
+    monkeypatch.setattr(os, "listxattr", failing)
+    out = tmp_path / "x.aci"
+    hostname = layout / "rootfs/etc/hostname"
+    with pytest.raises(ACIError, match=f"cannot read {hostname}: Input/output error"):
+        build_aci(layout, out)
+    assert not out.exists() and not list(tmp_path.glob(".x.aci.*"))

@@ -13,27 +13,16 @@ import pytest
 
 from jetpack.aci import ACIError, ExtractOptions, extract_aci
 from tests.aci.conftest import Entry, MakeTar, base, d, f
+from tests.fixtures import xattrs_supported
 
 SYM, LNK = tarfile.SYMTYPE, tarfile.LNKTYPE
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (owners, setuid, devices)")
 
 
-def _xattrs_supported(directory: Path) -> bool:
-    probe = directory / ".xattr-probe"
-    probe.touch()
-    try:
-        os.setxattr(probe, "user.probe", b"1")
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.unlink()
-
-
 @pytest.fixture
 def xattr_dir(tmp_path: Path) -> Iterator[Path]:
     """A directory whose file system takes user.* xattrs: tmp_path, or a tmpfs we mount."""
-    if _xattrs_supported(tmp_path):
+    if xattrs_supported(tmp_path):
         yield tmp_path
         return
     if os.geteuid() != 0:
@@ -42,7 +31,7 @@ def xattr_dir(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], check=True)
     try:
-        if not _xattrs_supported(mnt):
+        if not xattrs_supported(mnt):
             pytest.skip("neither the test file system nor tmpfs takes user.* xattrs here")
         yield mnt
     finally:

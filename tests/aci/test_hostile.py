@@ -13,7 +13,17 @@ import pytest
 
 from jetpack.aci import ExtractLimits, ExtractOptions, extract_aci, read_aci
 from jetpack.errors import ACIError
-from tests.aci.conftest import MANIFEST_BYTES, Entry, MakeTar, Sandbox, base, compress, d, f
+from tests.aci.conftest import (
+    MANIFEST_BYTES,
+    Entry,
+    MakeTar,
+    Sandbox,
+    base,
+    compress,
+    d,
+    f,
+    read_info,
+)
 from tests.aci.conftest import tar_bytes as tar
 
 SYM, LNK = tarfile.SYMTYPE, tarfile.LNKTYPE
@@ -204,12 +214,20 @@ def test_manifest_too_big(make_tar: MakeTar, sandbox: Sandbox) -> None:
     )
 
 
-@pytest.mark.parametrize("cut", [100, 1024 + 200, -1024 - 10])
-def test_truncated_archive(cut: int, tmp_path: Path, sandbox: Sandbox) -> None:
+@pytest.mark.parametrize(
+    ("cut", "fragment"),
+    [
+        (100, "found only 100 bytes"),  # not even a whole header: not recognisable as a tar
+        (1024 + 200, "the archive is truncated"),  # inside the rootfs/ header
+        (-1024 - 10, "truncated in the middle of an entry"),  # inside the manifest's data
+    ],
+)
+def test_truncated_archive(cut: int, fragment: str, tmp_path: Path, sandbox: Sandbox) -> None:
     data = tar([*base(), f("rootfs/file", b"x" * 3000)])
+    assert len(data) == 10240  # tarfile pads to 20 blocks; the negative cut relies on it
     archive = tmp_path / "cut.aci"
     archive.write_bytes(data[:cut] if cut > 0 else data[: len(data) + cut - 8192])
-    _check_refused(sandbox, archive, "truncated" if cut > 0 else "")
+    _check_refused(sandbox, archive, fragment)
 
 
 @pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz"])
@@ -217,7 +235,7 @@ def test_truncated_compressed_stream(kind: str, tmp_path: Path, sandbox: Sandbox
     data = compress(tar([*base(), f("rootfs/file", bytes(range(256)) * 64)]), kind)
     archive = tmp_path / "cut.aci"
     archive.write_bytes(data[: len(data) // 2])
-    _check_refused(sandbox, archive, "")
+    _check_refused(sandbox, archive, f"truncated {kind} data: the stream ends early")
 
 
 def test_corrupt_gzip(tmp_path: Path, sandbox: Sandbox) -> None:
@@ -277,3 +295,19 @@ def test_existing_destination_is_refused(make_tar: MakeTar, sandbox: Sandbox) ->
     with open(make_tar(base()), "rb") as src, pytest.raises(ACIError, match="already exists"):
         extract_aci(src, sandbox.dest)
     assert (sandbox.dest / "keep").read_text() == "mine"
+
+
+def test_paths_needing_too_much_memory_to_check_are_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The real bound is 256 MiB of implied directory names; shrink it so the test is fast.
+    from jetpack.aci import reader
+
+    monkeypatch.setattr(reader, "MAX_PATH_BYTES", 64 << 10)
+    entries = [*base()] + [
+        f(f"rootfs/t{n}/" + "/".join(["d" * 50] * 40) + "/leaf") for n in range(40)
+    ]
+    archive = tmp_path / "deep.aci"
+    archive.write_bytes(tar(entries))
+    with pytest.raises(ACIError, match=r"paths need more than .* of memory to check"):
+        read_info(archive)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
+import io
+import os
 import subprocess
 from pathlib import Path
 
@@ -105,3 +108,37 @@ def test_actool_validates_patched(tmp_path: Path, make_layout: object, actool: s
     assert result.returncode == 0, result.stderr
     shown = subprocess.run([actool, "cat-manifest", str(out)], capture_output=True, check=True)
     assert b"--flag" in shown.stdout
+
+
+def test_patch_io_errors_name_the_file(make_tar: MakeTar, tmp_path: Path) -> None:
+    src = make_tar(base())
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    patch = ManifestPatch(exec=("/x",))
+    with pytest.raises(ACIError, match=f"cannot write {blocker}/x.aci: Not a directory"):
+        patch_aci(src, blocker / "x.aci", patch)
+    missing = tmp_path / "missing.aci"
+    with pytest.raises(ACIError, match=f"cannot read {missing}: No such file or directory"):
+        patch_aci(missing, tmp_path / "out.aci", patch)
+
+
+def test_read_errors_name_the_archive(make_tar: MakeTar) -> None:
+    class Failing(io.RawIOBase):
+        name = "broken.aci"
+
+        def __init__(self, data: bytes) -> None:
+            self._data = data
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int = -1) -> bytes:
+            if self._data:
+                out, self._data = self._data, b""
+                return out
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    data = make_tar(base(), "gzip").read_bytes()
+    for cut in (0, len(data) // 2):
+        with pytest.raises(ACIError, match=r"^cannot read broken.aci: Input/output error$"):
+            read_aci(Failing(data[:cut]))  # type: ignore[arg-type]

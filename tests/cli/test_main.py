@@ -76,6 +76,17 @@ def test_bad_config_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert err.count("\n") == 1
 
 
+def test_a_broken_config_fails_every_command_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.toml"
+    for argv in (["version"], ["aci", "id", "x.aci"], ["aci", "validate", "a.aci", "b.aci"]):
+        assert run(["--config", str(missing), *argv]) == 1
+        err = capsys.readouterr().err
+        why = "no such file (create it or drop --config)"
+        assert err == f"jetpack: cannot read configuration {missing}: {why}\n"
+
+
 def test_cheap_startup_imports_nothing_heavy() -> None:
     # `jetpack run`/`list` must start fast: the CLI module may not pull in the archive or
     # schema code, nor any network or crypto library, until a command needs them.

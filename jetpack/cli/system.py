@@ -1,0 +1,57 @@
+"""``jetpack version``, ``init`` and ``info``: about this host's Jetpack."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from jetpack import APPC_SPEC_VERSION, __version__
+from jetpack.cli.options import CliState, format_option, human_size, pass_state
+
+
+@click.command()
+def version() -> None:
+    """Print the versions of Jetpack, the appc spec and Python."""
+    click.echo(f"jetpack {__version__}")
+    click.echo(f"appc spec {APPC_SPEC_VERSION}")
+    click.echo(f"python {sys.version.split()[0]}")
+
+
+@click.command()
+@pass_state
+def init(state: CliState) -> None:
+    """Create the data directory, the image index and the backend's datasets (idempotent)."""
+    from jetpack.store import open_store
+
+    with open_store(state.config) as store:
+        store.backend.init()
+        click.echo(f"initialised {store.data_dir} (backend {store.backend.name})")
+
+
+@click.command()
+@format_option(("text", "json"))
+@pass_state
+def info(state: CliState, output_format: str) -> None:
+    """Show the version, data directory, storage backend, image count and store size."""
+    from jetpack.store import open_store
+
+    with open_store(state.config) as store:
+        summary = store.summary()
+    facts = {
+        "version": __version__,
+        "appc-spec": APPC_SPEC_VERSION,
+        "data-dir": str(state.config.data_dir),
+        "config-file": str(state.config.config_file) if state.config.config_file else None,
+        "backend": summary.backend,
+        "images": summary.images,
+        "trees": summary.trees,
+        "store-size": summary.size,
+    }
+    if output_format == "json":
+        click.echo(json.dumps(facts, indent=2))
+        return
+    for key, value in facts.items():
+        shown = human_size(value) if key == "store-size" and isinstance(value, int) else value
+        click.echo(f"{key + ':':13} {shown if shown is not None else '-'}")
