@@ -20,10 +20,26 @@ The file, with every key this version knows::
     [storage.zfs]
     dataset = "tank/jetpack" # required for the zfs backend; `jetpack init` creates it
     mountpoint = "/var/lib/jetpack/zfs"   # default: <data-dir>/zfs
+
+    [fetch]
+    ca-file = "/etc/jetpack/ca.pem"   # extra CAs to trust (besides the system's, $SSL_CERT_FILE)
+    connect-timeout = 10              # seconds
+    read-timeout = 60                 # seconds without a byte
+    discovery-port = 443              # where https://NAME?ac-discovery=1 is asked (as actool
+                                      # discover --port); http uses 80 unless set
+    [[fetch.credentials]]             # sent only over https, only to this host
+    host = "registry.example.com"
+    type = "bearer"                   # or "basic" with user = ..., password = ...
+    token = "..."
+
+    [trust]
+    local = "/etc/jetpack/trustedkeys"        # root.d/ and prefix.d/<prefix>/
+    vendor = "/usr/lib/jetpack/trustedkeys"   # read-only; an empty local file masks a key
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import tomllib
 from collections.abc import Mapping
@@ -73,6 +89,48 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class Credential:
+    """Authorization for one host: ``basic`` (user, password) or ``bearer`` (token)."""
+
+    host: str
+    type: str
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+    def header(self) -> str:
+        if self.type == "bearer":
+            return f"Bearer {self.token}"
+        raw = f"{self.user}:{self.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    ca_file: Path | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    discovery_port: int | None = None
+    credentials: tuple[Credential, ...] = ()
+
+    def credential(self, host: str) -> Credential | None:
+        for cred in self.credentials:
+            if cred.host == host.lower():
+                return cred
+        return None
+
+
+DEFAULT_TRUST_LOCAL = Path("/etc/jetpack/trustedkeys")
+DEFAULT_TRUST_VENDOR = Path("/usr/lib/jetpack/trustedkeys")
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    local: Path = DEFAULT_TRUST_LOCAL
+    vendor: Path = DEFAULT_TRUST_VENDOR
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a command may need to know about the host's setup."""
 
@@ -80,6 +138,8 @@ class Config:
     config_file: Path | None = None
     aci: ACIConfig = field(default_factory=ACIConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
 
 
 def parse_size(value: object, where: str) -> int:
@@ -186,6 +246,102 @@ def _parse_storage(raw: object, source: Path) -> StorageConfig:
     )
 
 
+def _number(value: object, where: str, source: Path, *, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(
+            f"invalid configuration {source}",
+            f"{where}: {value!r} is not a number from {low:g} to {high:g}",
+        )
+    return float(value)
+
+
+def _path(value: object, where: str, source: Path) -> Path:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError(
+            f"invalid configuration {source}", f"{where}: {value!r} is not an absolute path"
+        )
+    return Path(value)
+
+
+def _parse_credential(raw: object, n: int, source: Path) -> Credential:
+    where = f"fetch.credentials[{n}]"
+    bad = f"invalid configuration {source}"
+    if not isinstance(raw, dict):
+        raise ConfigError(bad, f"{where} must be a table")
+    table = dict(raw)
+    host, kind = _take(table, "host"), _take(table, "type")
+    user, password, token = _take(table, "user"), _take(table, "password"), _take(table, "token")
+    _reject_unknown(table, f"{where}.", source)
+    if not isinstance(host, str) or not host or "/" in host or ":" in host:
+        raise ConfigError(bad, f"{where}.host: {host!r} is not a host name")
+    if kind == "basic":
+        if not isinstance(user, str) or not isinstance(password, str) or token is not None:
+            raise ConfigError(
+                bad, f"{where}: type basic needs user and password (strings), no token"
+            )
+    elif kind == "bearer":
+        if not isinstance(token, str) or not token or user is not None or password is not None:
+            raise ConfigError(
+                bad, f"{where}: type bearer needs a token (string), no user or password"
+            )
+    else:
+        raise ConfigError(bad, f"{where}.type: {kind!r} is not basic or bearer")
+    return Credential(host=host.lower(), type=kind, user=user, password=password, token=token)
+
+
+def _parse_fetch(raw: object, source: Path) -> FetchConfig:
+    if raw is None:
+        return FetchConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid configuration {source}", "[fetch] must be a table")
+    table = dict(raw)
+    defaults = FetchConfig()
+    ca_file, connect, read = (
+        _take(table, "ca-file"),
+        _take(table, "connect-timeout"),
+        _take(table, "read-timeout"),
+    )
+    port, creds = _take(table, "discovery-port"), _take(table, "credentials")
+    _reject_unknown(table, "fetch.", source)
+    if creds is not None and not isinstance(creds, list):
+        raise ConfigError(
+            f"invalid configuration {source}", "fetch.credentials must be an array of tables"
+        )
+    credentials = tuple(_parse_credential(c, n, source) for n, c in enumerate(creds or []))
+    hosts = [c.host for c in credentials]
+    if len(set(hosts)) != len(hosts):
+        raise ConfigError(
+            f"invalid configuration {source}", "fetch.credentials: a host is listed twice"
+        )
+    return FetchConfig(
+        ca_file=None if ca_file is None else _path(ca_file, "fetch.ca-file", source),
+        connect_timeout=defaults.connect_timeout
+        if connect is None
+        else _number(connect, "fetch.connect-timeout", source, low=0.1, high=3600),
+        read_timeout=defaults.read_timeout
+        if read is None
+        else _number(read, "fetch.read-timeout", source, low=0.1, high=86400),
+        discovery_port=None
+        if port is None
+        else int(_number(port, "fetch.discovery-port", source, low=1, high=65535)),
+        credentials=credentials,
+    )
+
+
+def _parse_trust(raw: object, source: Path) -> TrustConfig:
+    if raw is None:
+        return TrustConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid configuration {source}", "[trust] must be a table")
+    table = dict(raw)
+    local, vendor = _take(table, "local"), _take(table, "vendor")
+    _reject_unknown(table, "trust.", source)
+    return TrustConfig(
+        local=DEFAULT_TRUST_LOCAL if local is None else _path(local, "trust.local", source),
+        vendor=DEFAULT_TRUST_VENDOR if vendor is None else _path(vendor, "trust.vendor", source),
+    )
+
+
 def load_config(
     config_file: Path | None = None,
     data_dir: Path | None = None,
@@ -223,6 +379,8 @@ def load_config(
     file_dir = _take(table, "data-dir")
     aci = _parse_aci(_take(table, "aci"), path)
     storage = _parse_storage(_take(table, "storage"), path)
+    fetch = _parse_fetch(_take(table, "fetch"), path)
+    trust = _parse_trust(_take(table, "trust"), path)
     _reject_unknown(table, "", path)
     if file_dir is not None and not isinstance(file_dir, str):
         raise ConfigError(f"invalid configuration {path}", f"data-dir: {file_dir!r} is not a path")
@@ -233,5 +391,10 @@ def load_config(
     if not chosen.is_absolute():
         chosen = Path.cwd() / chosen
     return Config(
-        data_dir=chosen, config_file=path if raw or explicit else None, aci=aci, storage=storage
+        data_dir=chosen,
+        config_file=path if raw or explicit else None,
+        aci=aci,
+        storage=storage,
+        fetch=fetch,
+        trust=trust,
     )

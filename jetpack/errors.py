@@ -7,6 +7,9 @@
     ├── ACIError(ValueError)         an image archive is unreadable, malformed or hostile
     ├── ConfigError(ValueError)      the configuration file or environment is invalid
     ├── DiscoveryError(ValueError)   an image name or app string is malformed, or discovery failed
+    ├── FetchError                   a download failed: unreachable server, HTTP error, refused
+    │                                redirect, bad TLS, a mismatching image
+    ├── TrustError                   a signature is missing, bad, or made by an untrusted key
     ├── StoreError                   the image store cannot do what was asked (missing image,
     │                                ambiguous prefix, damaged store, busy resource)
     └── CommandError(OSError)        an external command failed; carries argv, code, stderr
@@ -88,6 +91,14 @@ class ConfigError(JetpackError, ValueError):
 
 class DiscoveryError(JetpackError, ValueError):
     """An app string (``name[:version][,label=value...]``) is malformed, or discovery failed."""
+
+
+class FetchError(JetpackError):
+    """Getting something over the network failed; the message names the URL and the reason."""
+
+
+class TrustError(JetpackError):
+    """An image's signature is missing or invalid, or its signer is not trusted for its name."""
 
 
 class StoreError(JetpackError):

@@ -122,3 +122,61 @@ def test_storage_invalid(tmp_path: Path, text: str, message: str) -> None:
     conf.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(conf, environ={})
+
+
+def test_fetch_and_trust_sections(tmp_path: Path) -> None:
+    conf = tmp_path / "j.toml"
+    conf.write_text(
+        '[fetch]\nca-file = "/etc/ca.pem"\nconnect-timeout = 5\nread-timeout = 30.5\n'
+        "discovery-port = 8443\n"
+        '[[fetch.credentials]]\nhost = "Registry.Example.com"\ntype = "bearer"\ntoken = "t0k"\n'
+        '[[fetch.credentials]]\nhost = "other.example.com"\ntype = "basic"\n'
+        'user = "u"\npassword = "p"\n'
+        '[trust]\nlocal = "/srv/keys"\nvendor = "/opt/keys"\n'
+    )
+    cfg = load_config(conf, environ={})
+    assert cfg.fetch.ca_file == Path("/etc/ca.pem")
+    assert (cfg.fetch.connect_timeout, cfg.fetch.read_timeout) == (5.0, 30.5)
+    assert cfg.fetch.discovery_port == 8443
+    bearer = cfg.fetch.credential("registry.example.com")
+    assert bearer is not None and bearer.header() == "Bearer t0k"
+    basic = cfg.fetch.credential("OTHER.example.com".lower())
+    assert basic is not None and basic.header() == "Basic dTpw"
+    assert cfg.fetch.credential("example.com") is None
+    assert (cfg.trust.local, cfg.trust.vendor) == (Path("/srv/keys"), Path("/opt/keys"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[fetch]\nca-file = 'rel.pem'\n", "fetch.ca-file: 'rel.pem' is not an absolute path"),
+        ("[fetch]\nconnect-timeout = 0\n", "fetch.connect-timeout: 0 is not a number"),
+        ("[fetch]\ndiscovery-port = 70000\n", "fetch.discovery-port: 70000 is not a number"),
+        ("[fetch]\ncredentials = 1\n", "fetch.credentials must be an array of tables"),
+        ("[[fetch.credentials]]\nhost = 'a.com'\ntype = 'magic'\n", "is not basic or bearer"),
+        ("[[fetch.credentials]]\nhost = 'a.com'\ntype = 'bearer'\n", "type bearer needs a token"),
+        (
+            "[[fetch.credentials]]\nhost = 'a.com'\ntype = 'basic'\nuser = 'u'\n",
+            "basic needs user and",
+        ),
+        (
+            "[[fetch.credentials]]\nhost = 'a.com/x'\ntype = 'bearer'\ntoken = 't'\n",
+            "not a host name",
+        ),
+        (
+            "[[fetch.credentials]]\nhost = 'a.com'\ntype = 'bearer'\ntoken = 't'\n" * 2,
+            "a host is listed twice",
+        ),
+        (
+            "[[fetch.credentials]]\nhost = 'a.com'\ntype = 'bearer'\ntoken = 't'\nx = 1\n",
+            "unknown key",
+        ),
+        ("[trust]\nlocal = 'keys'\n", "trust.local: 'keys' is not an absolute path"),
+        ("[trust]\nextra = 1\n", "unknown key trust.extra"),
+    ],
+)
+def test_fetch_and_trust_invalid(tmp_path: Path, text: str, message: str) -> None:
+    conf = tmp_path / "bad.toml"
+    conf.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(conf, environ={})
