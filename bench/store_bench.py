@@ -4,11 +4,22 @@ Run: ``.venv/bin/python bench/store_bench.py [--runs 3] [--pods 100] [--no-zfs]`
 
 1. Import of the ~256 MiB bench ACI (``aci_bench.py`` generates and caches it) as a user
    runs it — ``jetpack fetch --insecure-options=image FILE`` in a fresh process, into an
-   empty store — against the single-pass shell floor
-   ``tee blob < x.aci | gunzip | tee >(sha512sum) | tar -x``, on tmpfs and on disk.
+   empty store — on tmpfs and on disk, against two floors:
+
+   - the issue's single-pass shell floor (the target: ≤ 1.1x on tmpfs, ≤ 1.2x on disk)
+     ``tee blob < x.aci | gunzip | tee >(sha512sum) | tar -x``;
+   - a stronger one, printed beside it: the same pipeline with ``pigz -dc`` (its
+     decompression is single-threaded too, but reading, writing and the CRC run on
+     threads of their own) when pigz is installed, and a minimal single-pass Python
+     import (zlib + hashlib + tarfile, one process, the blob written as read).
+
+   Both our figure and the floors also as MB/s of compressed input. The store does more
+   than any floor: it digests the extracted layer (for ``verify``) and flushes blob and
+   layer to disk (``syncfs``) before publishing.
 2. Per-app rootfs creation for N pods from one rendered tree, per backend, against the
    bare command the backend stands on (``cp -a``, ``mount -t overlay``, ``zfs clone``),
-   with the first and last tenth shown apart: overlay and zfs must stay flat.
+   with the first and last tenth shown apart, and a verdict for overlay and zfs: under
+   50 ms per pod, and flat (last tenth within 1.5x of the first).
 """
 
 from __future__ import annotations
@@ -36,10 +47,36 @@ from jetpack.store import open_store  # noqa: E402
 from jetpack.store.store import Store  # noqa: E402
 
 JETPACK = str(REPO / ".venv" / "bin" / "jetpack")
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+TARGET_PER_POD = 0.050  # seconds, for overlay and zfs
+FLAT_RATIO = 1.5
 FLOOR_IMPORT = 'tee "$2/blob" < "$1" | gunzip | tee >(sha512sum > /dev/null) | tar -x -C "$2/root"'
+PIGZ_IMPORT = FLOOR_IMPORT.replace("gunzip", "pigz -dc")
+# One process, one pass: the blob written as read, zlib inflating, SHA-512 over the tar
+# stream, tarfile extracting from it — what a plain Python import costs at best.
+PYTHON_IMPORT = """
+import hashlib, sys, tarfile, zlib
+src, work = sys.argv[1], sys.argv[2]
+class Stream:
+    def __init__(self):
+        self.f, self.blob = open(src, "rb"), open(work + "/blob", "wb")
+        self.z, self.h, self.buf = zlib.decompressobj(31), hashlib.sha512(), b""
+    def read(self, n):
+        while len(self.buf) < n and not self.z.eof:
+            chunk = self.f.read(1 << 20)
+            self.blob.write(chunk)
+            out = self.z.decompress(chunk)
+            self.h.update(out)
+            self.buf += out
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+with tarfile.open(fileobj=Stream(), mode="r|") as tar:
+    tar.extractall(work + "/root", filter="fully_trusted")
+"""
 
 
 def bench_import(aci: Path, runs: int) -> None:
+    mb = aci.stat().st_size / 1e6
     for where in (Path("/dev/shm"), Path("/var/tmp")):
         work = where / "jetpack-bench-import"
         conf = where / "jetpack-bench-import.toml"
@@ -57,6 +94,20 @@ def bench_import(aci: Path, runs: int) -> None:
         )  # fmt: skip
         floor = best(runs, fresh, ["bash", "-c", FLOOR_IMPORT, "bash", str(aci), str(work)])
         row(f"import on {where}", ours, floor)
+        strong = {"python 1-pass": [PYTHON, "-c", PYTHON_IMPORT, str(aci), str(work)]}
+        if shutil.which("pigz"):
+            strong["pigz -dc"] = ["bash", "-c", PIGZ_IMPORT, "bash", str(aci), str(work)]
+        else:
+            print(f"{'':<28} (pigz not installed: apt-get install pigz for its floor)")
+        figures = {name: best(runs, fresh, argv) for name, argv in strong.items()}
+        shown = ", ".join(
+            f"{name} {t:.3f} s = {ours / t:.2f}x, {mb / t:.0f} MB/s" for name, t in figures.items()
+        )
+        print(
+            f"{'':<28} ours {mb / ours:.0f} MB/s, floor {mb / floor:.0f} MB/s; "
+            f"stronger floors: {shown}",
+            flush=True,
+        )
         shutil.rmtree(work, ignore_errors=True)
         conf.unlink()
 
@@ -76,6 +127,7 @@ def bench_rootfs(
     apps = [work / f"app{n:03d}" for n in range(pods)]
     for app in apps:
         app.mkdir()
+    os.sync()  # not timing the write-back of what earlier phases wrote and deleted
     created = [_timed(lambda app=app: backend.create_rootfs(key, app)) for app in apps]
     released = [_timed(lambda app=app: backend.release_rootfs(app)) for app in apps]
     floors = []
@@ -88,12 +140,23 @@ def bench_rootfs(
     tenth = max(1, pods // 10)
     name = f"{backend.name} rootfs (median)"
     row(name, statistics.median(created), statistics.median(floors))
+    first, last = statistics.mean(created[:tenth]), statistics.mean(created[-tenth:])
     print(
-        f"{'':<28} first {tenth}: {statistics.mean(created[:tenth]) * 1000:.1f} ms, "
-        f"last {tenth}: {statistics.mean(created[-tenth:]) * 1000:.1f} ms, "
+        f"{'':<28} first {tenth}: {first * 1000:.1f} ms, last {tenth}: {last * 1000:.1f} ms, "
         f"release median {statistics.median(released) * 1000:.1f} ms; floor: {floor_name}",
         flush=True,
     )
+    if backend.name in ("overlay", "zfs"):
+        p95 = statistics.quantiles(created, n=20)[-1]
+        fast = p95 < TARGET_PER_POD
+        flat = last <= FLAT_RATIO * first
+        print(
+            f"{'':<28} target: < {TARGET_PER_POD * 1000:.0f} ms per pod "
+            f"({'met' if fast else 'MISSED'}: p95 {p95 * 1000:.1f} ms, "
+            f"max {max(created) * 1000:.1f} ms), flat (last tenth <= {FLAT_RATIO}x first: "
+            f"{'met' if flat else 'MISSED'}, {last / first:.2f}x)",
+            flush=True,
+        )
 
 
 @contextmanager

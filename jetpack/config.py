@@ -35,6 +35,31 @@ The file, with every key this version knows::
     [trust]
     local = "/etc/jetpack/trustedkeys"        # root.d/ and prefix.d/<prefix>/
     vendor = "/usr/lib/jetpack/trustedkeys"   # read-only; an empty local file masks a key
+
+    [serve]                           # jetpack serve (see jetpack/fetch/server/__init__.py)
+    listen = "127.0.0.1:8443"         # HOST:PORT; [::1]:PORT for IPv6
+    root = "/var/lib/jetpack/serve"   # the repository; default: <data-dir>/serve
+    tls-cert = "/etc/jetpack/serve.crt"   # PEM chain; with tls-key, serve https
+    tls-key = "/etc/jetpack/serve.key"
+    public-url = "https://images.example.com"  # base URL put in discovery templates;
+                                      # default: from listen (and TLS)
+    signing-key = "/etc/jetpack/serve-signing.asc"  # armored, unprotected OpenPGP secret
+                                      # key: signs unsigned uploads (and store images)
+    trust = "/etc/jetpack/serve-trustedkeys"  # keys trusted to sign uploads (root.d/,
+                                      # prefix.d/<prefix>/); default: <root>/trustedkeys
+    max-upload-size = "4Gi"
+    allow-overwrite = false           # may a push replace name/version/os/arch?
+    read-auth = false                 # true: reads need a user's credential too
+    shutdown-timeout = 60             # seconds SIGTERM waits for downloads in flight
+    [[serve.users]]                   # who may push, and which names
+    name = "ci"
+    token = "..."                     # Authorization: Bearer ...; or instead:
+    # password-hash = "scrypt$..."    # Basic name:password (jetpack serve --hash-password)
+    prefixes = ["example.com/app"]    # whole path components; "*" means every name
+
+    [push]                            # jetpack push defaults
+    server = "https://images.example.com"
+    token = "..."                     # or $JETPACK_PUSH_TOKEN, or --token
 """
 
 from __future__ import annotations
@@ -46,8 +71,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from jetpack.errors import ConfigError
+from jetpack.errors import ConfigError, ManifestError
 
 DEFAULT_CONFIG_FILE = Path("/etc/jetpack/jetpack.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/jetpack")
@@ -130,6 +156,47 @@ class TrustConfig:
     vendor: Path = DEFAULT_TRUST_VENDOR
 
 
+DEFAULT_LISTEN = "127.0.0.1:8443"
+DEFAULT_MAX_UPLOAD = 4 << 30
+
+
+@dataclass(frozen=True)
+class ServeUser:
+    """Someone who may push (and, with ``read-auth``, read): a bearer token or a
+    ``password-hash`` for basic authentication, and the name prefixes they may push to."""
+
+    name: str
+    prefixes: tuple[str, ...]
+    token: str | None = field(default=None, repr=False)
+    password_hash: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """``[serve]``: the image server. ``None`` paths fall back to defaults at startup."""
+
+    listen: str = DEFAULT_LISTEN
+    root: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    public_url: str | None = None
+    signing_key: Path | None = None
+    trust: Path | None = None
+    max_upload_size: int = DEFAULT_MAX_UPLOAD
+    allow_overwrite: bool = False
+    read_auth: bool = False
+    shutdown_timeout: float = 60.0
+    users: tuple[ServeUser, ...] = ()
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    """``[push]``: where ``jetpack push`` sends images, and with which token."""
+
+    server: str | None = None
+    token: str | None = field(default=None, repr=False)
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything a command may need to know about the host's setup."""
@@ -140,6 +207,8 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    push: PushConfig = field(default_factory=PushConfig)
 
 
 def parse_size(value: object, where: str) -> int:
@@ -342,6 +411,165 @@ def _parse_trust(raw: object, source: Path) -> TrustConfig:
     )
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` → (host, port); ValueError with the reason."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{value!r}: write an IPv6 address in brackets, e.g. [::1]:8443")
+    if not host:
+        raise ValueError(f"{value!r} has no host")
+    return host, int(port)
+
+
+def _http_url(value: object, where: str, source: Path) -> str:
+    if isinstance(value, str):
+        parts = urlsplit(value)
+        if (
+            parts.scheme in ("http", "https")
+            and parts.hostname
+            and not parts.query
+            and not parts.fragment
+        ):
+            return value.rstrip("/")
+    raise ConfigError(
+        f"invalid configuration {source}",
+        f"{where}: {value!r} is not an http(s) URL",
+        'e.g. "https://images.example.com"',
+    )
+
+
+def _flag(value: object, where: str, source: Path) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(
+            f"invalid configuration {source}", f"{where}: {value!r} is not true/false"
+        )
+    return value
+
+
+def _parse_user(raw: object, n: int, source: Path) -> ServeUser:
+    where = f"serve.users[{n}]"
+    bad = f"invalid configuration {source}"
+    if not isinstance(raw, dict):
+        raise ConfigError(bad, f"{where} must be a table")
+    table = dict(raw)
+    name, token = _take(table, "name"), _take(table, "token")
+    phash, prefixes = _take(table, "password-hash"), _take(table, "prefixes")
+    _reject_unknown(table, f"{where}.", source)
+    if not isinstance(name, str) or not name or ":" in name or not name.isprintable():
+        raise ConfigError(bad, f"{where}.name: {name!r} is not a user name (no ':')")
+    if (token is None) == (phash is None):
+        raise ConfigError(
+            bad, f"{where}: give a token (bearer) or a password-hash (basic), exactly one"
+        )
+    if token is not None and (not isinstance(token, str) or len(token) < 16):
+        raise ConfigError(
+            bad,
+            f"{where}.token must be a string of at least 16 characters",
+            'e.g. python3 -c "import secrets; print(secrets.token_urlsafe(32))"',
+        )
+    if phash is not None and (not isinstance(phash, str) or not phash.startswith("scrypt$")):
+        raise ConfigError(
+            bad,
+            f"{where}.password-hash is not a scrypt$... hash",
+            "make one with 'jetpack serve --hash-password'",
+        )
+    if not isinstance(prefixes, list) or not prefixes:
+        raise ConfigError(bad, f"{where}.prefixes must be a non-empty list of name prefixes")
+    from jetpack.schema.types import ACIdentifier
+
+    checked: list[str] = []
+    for prefix in prefixes:
+        try:
+            checked.append("*" if prefix == "*" else str(ACIdentifier(prefix)))
+        except (ManifestError, TypeError):
+            raise ConfigError(
+                bad,
+                f"{where}.prefixes: {prefix!r} is not a name prefix",
+                'e.g. "example.com/app", or "*" for every name',
+            ) from None
+    return ServeUser(name=name, prefixes=tuple(checked), token=token, password_hash=phash)
+
+
+def _parse_serve(raw: object, source: Path) -> ServeConfig:
+    if raw is None:
+        return ServeConfig()
+    bad = f"invalid configuration {source}"
+    if not isinstance(raw, dict):
+        raise ConfigError(bad, "[serve] must be a table")
+    table = dict(raw)
+    defaults = ServeConfig()
+    listen = _take(table, "listen")
+    root, cert, key = _take(table, "root"), _take(table, "tls-cert"), _take(table, "tls-key")
+    public, signing, trust = (
+        _take(table, "public-url"),
+        _take(table, "signing-key"),
+        _take(table, "trust"),
+    )
+    size, overwrite = _take(table, "max-upload-size"), _take(table, "allow-overwrite")
+    read_auth, shutdown = _take(table, "read-auth"), _take(table, "shutdown-timeout")
+    users = _take(table, "users")
+    _reject_unknown(table, "serve.", source)
+    if listen is not None:
+        if not isinstance(listen, str):
+            raise ConfigError(bad, f"serve.listen: {listen!r} is not HOST:PORT")
+        try:
+            parse_listen(listen)
+        except ValueError as err:
+            raise ConfigError(bad, f"serve.listen: {err}", 'e.g. "127.0.0.1:8443"') from None
+    if (cert is None) != (key is None):
+        raise ConfigError(bad, "serve.tls-cert and serve.tls-key go together: give both or none")
+    if users is not None and not isinstance(users, list):
+        raise ConfigError(bad, "serve.users must be an array of tables ([[serve.users]])")
+    parsed = tuple(_parse_user(u, n, source) for n, u in enumerate(users or []))
+    names = [u.name for u in parsed]
+    tokens = [u.token for u in parsed if u.token is not None]
+    if len(set(names)) != len(names):
+        raise ConfigError(bad, "serve.users: a name is listed twice")
+    if len(set(tokens)) != len(tokens):
+        raise ConfigError(bad, "serve.users: two users have the same token")
+    return ServeConfig(
+        listen=defaults.listen if listen is None else listen,
+        root=None if root is None else _path(root, "serve.root", source),
+        tls_cert=None if cert is None else _path(cert, "serve.tls-cert", source),
+        tls_key=None if key is None else _path(key, "serve.tls-key", source),
+        public_url=None if public is None else _http_url(public, "serve.public-url", source),
+        signing_key=None if signing is None else _path(signing, "serve.signing-key", source),
+        trust=None if trust is None else _path(trust, "serve.trust", source),
+        max_upload_size=defaults.max_upload_size
+        if size is None
+        else parse_size(size, f"{source}: serve.max-upload-size"),
+        allow_overwrite=False
+        if overwrite is None
+        else _flag(overwrite, "serve.allow-overwrite", source),
+        read_auth=False if read_auth is None else _flag(read_auth, "serve.read-auth", source),
+        shutdown_timeout=defaults.shutdown_timeout
+        if shutdown is None
+        else _number(shutdown, "serve.shutdown-timeout", source, low=0, high=86400),
+        users=parsed,
+    )
+
+
+def _parse_push(raw: object, source: Path) -> PushConfig:
+    if raw is None:
+        return PushConfig()
+    bad = f"invalid configuration {source}"
+    if not isinstance(raw, dict):
+        raise ConfigError(bad, "[push] must be a table")
+    table = dict(raw)
+    server, token = _take(table, "server"), _take(table, "token")
+    _reject_unknown(table, "push.", source)
+    if token is not None and (not isinstance(token, str) or not token):
+        raise ConfigError(bad, "push.token must be a non-empty string")
+    return PushConfig(
+        server=None if server is None else _http_url(server, "push.server", source),
+        token=token,
+    )
+
+
 def load_config(
     config_file: Path | None = None,
     data_dir: Path | None = None,
@@ -381,6 +609,8 @@ def load_config(
     storage = _parse_storage(_take(table, "storage"), path)
     fetch = _parse_fetch(_take(table, "fetch"), path)
     trust = _parse_trust(_take(table, "trust"), path)
+    serve = _parse_serve(_take(table, "serve"), path)
+    push = _parse_push(_take(table, "push"), path)
     _reject_unknown(table, "", path)
     if file_dir is not None and not isinstance(file_dir, str):
         raise ConfigError(f"invalid configuration {path}", f"data-dir: {file_dir!r} is not a path")
@@ -397,4 +627,6 @@ def load_config(
         storage=storage,
         fetch=fetch,
         trust=trust,
+        serve=serve,
+        push=push,
     )

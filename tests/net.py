@@ -224,12 +224,12 @@ class Repo:
             served.deferred -= 1
             return web.Response(status=202, text="not ready yet")
         headers = {"Content-Type": served.content_type}
+        if served.cache_control:
+            headers["Cache-Control"] = served.cache_control
         if served.etag:
             headers["ETag"] = served.etag
             if request.headers.get("If-None-Match") == served.etag:
                 return web.Response(status=304, headers=headers)
-        if served.cache_control:
-            headers["Cache-Control"] = served.cache_control
         body, status = served.body, served.status
         if served.ranges:
             headers["Accept-Ranges"] = "bytes"

@@ -180,3 +180,76 @@ def test_fetch_and_trust_invalid(tmp_path: Path, text: str, message: str) -> Non
     conf.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(conf, environ={})
+
+
+def test_serve_and_push_sections(tmp_path: Path) -> None:
+    from jetpack.config import ServeUser
+
+    conf = tmp_path / "j.toml"
+    conf.write_text(
+        '[serve]\nlisten = "[::1]:9443"\nroot = "/srv/images"\ntls-cert = "/etc/c.pem"\n'
+        'tls-key = "/etc/k.pem"\npublic-url = "https://images.example.com/"\n'
+        'signing-key = "/etc/s.asc"\ntrust = "/etc/st"\nmax-upload-size = "1Gi"\n'
+        "allow-overwrite = true\nread-auth = true\nshutdown-timeout = 5\n"
+        '[[serve.users]]\nname = "ci"\ntoken = "0123456789abcdef0"\n'
+        'prefixes = ["example.com/app"]\n'
+        '[[serve.users]]\nname = "ops"\npassword-hash = "scrypt$15$8$1$c2FsdA==$aGFzaA=="\n'
+        'prefixes = ["*"]\n'
+        '[push]\nserver = "https://images.example.com"\ntoken = "t"\n'
+    )
+    cfg = load_config(conf, environ={})
+    serve = cfg.serve
+    assert serve.listen == "[::1]:9443" and serve.root == Path("/srv/images")
+    assert serve.public_url == "https://images.example.com"
+    assert (serve.max_upload_size, serve.allow_overwrite, serve.read_auth) == (1 << 30, True, True)
+    assert serve.shutdown_timeout == 5.0 and serve.trust == Path("/etc/st")
+    assert serve.users[0] == ServeUser("ci", ("example.com/app",), token="0123456789abcdef0")
+    assert serve.users[1].prefixes == ("*",) and serve.users[1].token is None
+    assert "0123456789abcdef0" not in repr(serve)
+    assert (cfg.push.server, cfg.push.token) == ("https://images.example.com", "t")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[serve]\nlisten = '8443'\n", "serve.listen: '8443' is not HOST:PORT"),
+        ("[serve]\nlisten = '::1:8443'\n", "IPv6 address in brackets"),
+        ("[serve]\nroot = 'rel'\n", "serve.root: 'rel' is not an absolute path"),
+        ("[serve]\ntls-cert = '/c.pem'\n", "tls-cert and serve.tls-key go together"),
+        ("[serve]\npublic-url = 'ftp://x'\n", "serve.public-url: 'ftp://x' is not an http"),
+        ("[serve]\nmax-upload-size = 'big'\n", "'big' is not a size"),
+        ("[serve]\nallow-overwrite = 'yes'\n", "serve.allow-overwrite: 'yes' is not true/false"),
+        ("[serve]\nshutdown-timeout = -1\n", "serve.shutdown-timeout: -1 is not a number"),
+        ("[serve]\nusers = 1\n", "serve.users must be an array"),
+        ("[serve]\nlisn = 1\n", "unknown key serve.lisn"),
+        ("[[serve.users]]\nname = 'a'\nprefixes = ['x']\n", "give a token .* or a password-hash"),
+        ("[[serve.users]]\nname = 'a'\ntoken = 'short'\nprefixes = ['x']\n", "at least 16"),
+        (
+            "[[serve.users]]\nname = 'a'\npassword-hash = 'md5$x'\nprefixes = ['x']\n",
+            "is not a scrypt",
+        ),
+        ("[[serve.users]]\nname = 'a'\ntoken = '0123456789abcdef'\n", "prefixes must be a non"),
+        (
+            "[[serve.users]]\nname = 'a'\ntoken = '0123456789abcdef'\nprefixes = ['Bad/']\n",
+            "'Bad/' is not a name prefix",
+        ),
+        ("[[serve.users]]\nname = 'a:b'\ntoken = '0123456789abcdef'\nprefixes = ['x']\n", "no ':'"),
+        (
+            "[[serve.users]]\nname = 'a'\ntoken = '0123456789abcdef'\nprefixes = ['x']\n" * 2,
+            "a name is listed twice",
+        ),
+        (
+            "[[serve.users]]\nname = 'a'\ntoken = '0123456789abcdef'\nprefixes = ['x']\nz = 1\n",
+            r"unknown key serve.users\[0\].z",
+        ),
+        ("[push]\nserver = 'example.com'\n", "push.server: 'example.com' is not an http"),
+        ("[push]\ntoken = 3\n", "push.token must be a non-empty string"),
+        ("[push]\nuser = 'x'\n", "unknown key push.user"),
+        ("serve = 1\n", r"\[serve\] must be a table"),
+    ],
+)
+def test_serve_and_push_invalid(tmp_path: Path, text: str, message: str) -> None:
+    conf = tmp_path / "bad.toml"
+    conf.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(conf, environ={})

@@ -1,88 +1,151 @@
-"""``jetpack fetch``: bring images into the store."""
+"""``jetpack fetch``: bring images into the store — by name, URL or file — verified."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from jetpack.cli.options import CliState, pass_state
-from jetpack.errors import JetpackError, StoreError
+from jetpack.cli.options import CliState, insecure_options, pass_state, warn_insecure
 
-INSECURE_OPTIONS = ("none", "image", "tls", "http", "pubkey", "all")
-
-
-def _insecure(value: str) -> frozenset[str]:
-    chosen = {v.strip() for v in value.split(",") if v.strip()}
-    unknown = chosen - set(INSECURE_OPTIONS)
-    if unknown:
-        raise click.BadParameter(
-            f"unknown {', '.join(sorted(unknown))} (choose from {', '.join(INSECURE_OPTIONS)})",
-            param_hint="--insecure-options",
-        )
-    if "all" in chosen:
-        chosen = set(INSECURE_OPTIONS) - {"none", "all"}
-    chosen.discard("none")
-    return frozenset(chosen)
+if TYPE_CHECKING:
+    from jetpack.fetch.fetcher import Progress, ProgressTask
 
 
-def _local_path(ref: str) -> Path | None:
-    """The file ``ref`` names (a path or a file:// URL), or None if it names no file."""
-    if ref.startswith("file://"):
-        parts = urlsplit(ref)
-        if parts.netloc not in ("", "localhost"):
-            raise StoreError(f"cannot fetch {ref}", "file:// URLs must name a local path")
-        return Path(unquote(parts.path))
-    if ref.startswith(("http://", "https://")):
-        return None
-    # A name (example.com/app:1.0) never ends in .aci; a missing file.aci should say so.
-    path = Path(ref)
-    if ref.endswith(".aci") or path.exists():
-        return path
-    return None
+class _RichTask:
+    def __init__(self, progress: Any, task_id: Any) -> None:
+        self._progress, self._id = progress, task_id
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._id, n)
+
+    def done(self) -> None:
+        self._progress.remove_task(self._id)
+
+
+class _RichProgress:
+    """Bytes, rate and ETA per download, on stderr."""
+
+    def __init__(self, progress: Any) -> None:
+        self._progress = progress
+
+    def start(self, label: str, total: int | None) -> ProgressTask:
+        return _RichTask(self._progress, self._progress.add_task(label, total=total))
+
+
+@contextmanager
+def progress_display(quiet: bool) -> Iterator[Progress | None]:
+    """A progress bar on a terminal; nothing when quiet or when stderr is not a TTY."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        yield _RichProgress(bar)
 
 
 @click.command()
 @click.option(
+    "--pull-policy",
+    type=click.Choice(["new", "update", "never"]),
+    default="new",
+    show_default=True,
+    help="new: the store if it has the image; update: ask the server again; never: store only.",
+)
+@click.option(
     "--insecure-options",
+    "insecure_options_text",
     default="none",
     metavar="none,image,tls,http,pubkey,all",
-    help="Checks to skip; image = accept an image without a verified signature.",
+    help="Checks to skip (each prints a warning).",
 )
+@click.option(
+    "--signature",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A file holding the detached signature of IMAGE (default: IMAGE.asc beside it).",
+)
+@click.option("--discovery-port", type=click.IntRange(1, 65535), help="Port for meta discovery.")
+@click.option(
+    "--trust-keys-from-https",
+    is_flag=True,
+    help="Trust the keys discovered over https for an image's name, without asking.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.argument("refs", metavar="IMAGE...", nargs=-1, required=True)
 @pass_state
-def fetch(state: CliState, refs: tuple[str, ...], insecure_options: str) -> None:
-    """Import images into the store and print their IDs.
+def fetch(
+    state: CliState,
+    refs: tuple[str, ...],
+    pull_policy: str,
+    insecure_options_text: str,
+    signature: Path | None,
+    discovery_port: int | None,
+    trust_keys_from_https: bool,
+    quiet: bool,
+) -> None:
+    """Fetch images into the store and print their IDs.
 
-    IMAGE is a file path or a file:// URL of an ACI. (Fetching by name and from
-    http(s) URLs, with signature checks, comes with discovery.)
+    IMAGE is a name (example.com/app:1.0, found by meta discovery), an https:// or http://
+    URL of an ACI, or a file path or file:// URL. Signatures are checked against the keys
+    trusted for the image's name (see jetpack trust).
     """
+    import asyncio
+
+    from jetpack.fetch.fetcher import Fetcher, FetchOptions, PullPolicy
+    from jetpack.fetch.transport import Transport
+    from jetpack.fetch.trust import TrustStore
     from jetpack.store import open_store
 
-    insecure = _insecure(insecure_options)
-    with open_store(state.config) as store:
-        for ref in refs:
-            path = _local_path(ref)
-            if path is None:
-                raise StoreError(
-                    f"cannot fetch {ref}",
-                    "fetching by name or over http(s) is not implemented yet",
-                    "give a local .aci file or file:// URL",
-                )
-            if "image" not in insecure:
-                raise StoreError(
-                    f"cannot fetch {ref}",
-                    "signature verification is not implemented yet, so the image cannot be trusted",
-                    "pass --insecure-options=image to import it without a signature check",
-                )
-            try:
-                with open(path, "rb") as src:
-                    result = store.import_aci(src, source=path.resolve().as_uri())
-            except OSError as err:
-                raise StoreError(f"cannot fetch {ref}", err.strerror or str(err)) from err
-            except JetpackError as err:
-                if ref in str(err) or str(path) in str(err):
-                    raise
-                raise StoreError(f"cannot fetch {ref}", str(err)) from err
-            click.echo(result.image.id)
+    if signature is not None and len(refs) != 1:
+        raise click.UsageError("--signature goes with exactly one IMAGE")
+    insecure = insecure_options(insecure_options_text)
+    warn_insecure(insecure)
+    config = state.config
+    options = FetchOptions(
+        pull_policy=PullPolicy(pull_policy),
+        verify_signatures="image" not in insecure,
+        allow_http="http" in insecure,
+        keys_over_http="pubkey" in insecure,
+        discovery_port=discovery_port or config.fetch.discovery_port,
+        trust_keys_from_https=trust_keys_from_https,
+        signature=signature,
+    )
+    transport = Transport.from_config(
+        config.fetch, allow_http="http" in insecure, verify_tls="tls" not in insecure
+    )
+
+    async def run_all() -> None:
+        with open_store(config) as store, progress_display(quiet) as progress:
+            fetcher = Fetcher(
+                store,
+                TrustStore(config.trust.local, config.trust.vendor),
+                transport,
+                options,
+                **({"progress": progress} if progress is not None else {}),
+                warn=lambda text: click.echo(f"jetpack: warning: {text}", err=True),
+            )
+            async with fetcher:
+                for ref in refs:
+                    click.echo((await fetcher.fetch(ref)).id)
+
+    asyncio.run(run_all())

@@ -23,7 +23,7 @@ from jetpack.cli.options import (
     human_size,
     pass_state,
 )
-from jetpack.errors import JetpackError, StoreError
+from jetpack.errors import JetpackError
 
 if TYPE_CHECKING:
     from jetpack.store.store import ImageRecord
@@ -65,7 +65,7 @@ def list_images(state: CliState, output_format: str, full: bool, no_legend: bool
     """List the stored images."""
     from jetpack.store import open_store
 
-    with open_store(state.config) as store:
+    with open_store(state.config, create=False) as store:
         records = store.images()
     if output_format == "json":
         click.echo(json.dumps([_row(r) for r in records], indent=2))
@@ -100,7 +100,7 @@ def cat_manifest(state: CliState, ref: str, pretty_print: bool) -> None:
     """Print the manifest of a stored image."""
     from jetpack.store import open_store
 
-    with open_store(state.config) as store:
+    with open_store(state.config, create=False) as store:
         record = store.resolve(ref)
     out = record.manifest.dumps(pretty=True) if pretty_print else record.manifest_bytes
     sys.stdout.buffer.write(out.rstrip(b"\n") + b"\n")
@@ -117,16 +117,25 @@ def remove(state: CliState, refs: tuple[str, ...]) -> None:
     from jetpack.store import open_store
 
     failed = 0
-    with open_store(state.config) as store:
-        for ref in refs:
+    with open_store(state.config, create=False) as store:
+        ids: list[str] = []
+        for ref in refs:  # all resolved first: two names of one image remove it once
             try:
-                record = store.resolve(ref)
-                store.remove(record.id)
+                ident = store.resolve(ref).id
             except JetpackError as err:
                 failed += 1
                 click.echo(f"jetpack: {err}", err=True)
             else:
-                click.echo(f"removed {record.id}")
+                if ident not in ids:
+                    ids.append(ident)
+        for ident in ids:
+            try:
+                store.remove(ident)
+            except JetpackError as err:
+                failed += 1
+                click.echo(f"jetpack: {err}", err=True)
+            else:
+                click.echo(f"removed {ident}")
     if failed:
         raise click.exceptions.Exit(1)
 
@@ -140,35 +149,10 @@ def export(state: CliState, ref: str, out: Path, overwrite: bool) -> None:
     """Write a stored image to FILE, byte for byte as it was imported (same ID)."""
     from jetpack.store import open_store
 
-    with open_store(state.config) as store:
+    with open_store(state.config, create=False) as store:
         record = store.resolve(ref)
         store.export(record.id, out, overwrite=overwrite)
     click.echo(record.id)
-
-
-def _copy_out(source: Path, dest: Path, *, rootfs_only: bool, overwrite: bool) -> None:
-    from jetpack.aci import remove_tree
-    from jetpack.command import run
-
-    if dest.exists() or dest.is_symlink():
-        if not overwrite:
-            raise StoreError(f"cannot write {dest}", "it already exists", "add --overwrite")
-        remove_tree(dest)
-    if rootfs_only:
-        run(["cp", "-a", "--reflink=auto", "--", str(source / "rootfs"), str(dest)])
-    else:
-        dest.mkdir(mode=0o755)
-        run(
-            [
-                "cp",
-                "-a",
-                "--reflink=auto",
-                "--",
-                str(source / "manifest"),
-                str(source / "rootfs"),
-                str(dest),
-            ]
-        )
 
 
 def _extract_command(render: bool) -> click.Command:
@@ -182,10 +166,11 @@ def _extract_command(render: bool) -> click.Command:
     def command(state: CliState, ref: str, dest: Path, rootfs_only: bool, overwrite: bool) -> None:
         from jetpack.store import open_store
 
-        with open_store(state.config) as store:
+        with open_store(state.config, create=False) as store:
             record = store.resolve(ref)
-            source = store.render(record.id).path if render else store.layer_path(record.id)
-            _copy_out(source, dest, rootfs_only=rootfs_only, overwrite=overwrite)
+            store.copy_out(
+                record.id, dest, rendered=render, rootfs_only=rootfs_only, overwrite=overwrite
+            )
         click.echo(str(dest))
 
     command.__doc__ = (
@@ -207,7 +192,7 @@ def verify(state: CliState, refs: tuple[str, ...]) -> None:
     """Re-hash stored blobs and check rendered trees; exit 1 on any damage."""
     from jetpack.store import open_store
 
-    with open_store(state.config) as store:
+    with open_store(state.config, create=False) as store:
         ids = [store.resolve(ref).id for ref in refs]
         problems = store.verify(ids)
         count = len(ids) if ids else store.summary().images
@@ -231,10 +216,14 @@ def gc(state: CliState, grace_period: float) -> None:
     """Remove rendered trees no pod uses and images unused for the grace period."""
     from jetpack.store import open_store
 
-    with open_store(state.config) as store:
+    with open_store(state.config, create=False) as store:
         report = store.gc(grace_seconds=grace_period)
     for key in report.trees:
         click.echo(f"removed tree {key}")
     for ident in report.images:
         click.echo(f"removed image {ident}")
+    for path in report.swept:
+        click.echo(f"removed leftover {path}")
+    for kept in report.kept:
+        click.echo(f"jetpack: kept {kept}", err=True)
     click.echo(f"{len(report.images)} images and {len(report.trees)} trees removed")

@@ -21,10 +21,13 @@ import click
 
 from jetpack import __version__
 from jetpack.cli.aci import aci
+from jetpack.cli.discover import discover
 from jetpack.cli.fetch import fetch
 from jetpack.cli.image import image
 from jetpack.cli.options import CliState
+from jetpack.cli.serve import push, serve
 from jetpack.cli.system import info, init, version
+from jetpack.cli.trust import trust, untrust
 from jetpack.errors import JetpackError
 
 EXIT_USAGE = 2
@@ -68,7 +71,7 @@ def cli(state: CliState, data_dir: Path | None, config_file: Path | None, debug:
     _ = state.config
 
 
-for command in (aci, image, fetch, init, info, version):
+for command in (aci, image, fetch, discover, trust, untrust, serve, push, init, info, version):
     cli.add_command(command)
 
 

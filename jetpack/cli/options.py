@@ -115,3 +115,31 @@ def human_age(seconds: float) -> str:
             n = int(seconds // length)
             return f"{n} {unit}{'s' if n != 1 else ''} ago"
     return "just now"
+
+
+INSECURE_OPTIONS = ("none", "image", "tls", "http", "pubkey", "all")
+_WARNINGS = {
+    "image": "signatures are not checked (--insecure-options=image)",
+    "tls": "TLS certificates are not verified (--insecure-options=tls)",
+    "http": "plain http is allowed (--insecure-options=http)",
+    "pubkey": "keys may be fetched over plain http (--insecure-options=pubkey)",
+}
+
+
+def insecure_options(value: str) -> frozenset[str]:
+    chosen = {v.strip() for v in value.split(",") if v.strip()}
+    unknown = chosen - set(INSECURE_OPTIONS)
+    if unknown:
+        raise click.BadParameter(
+            f"unknown {', '.join(sorted(unknown))} (choose from {', '.join(INSECURE_OPTIONS)})",
+            param_hint="--insecure-options",
+        )
+    if "all" in chosen:
+        chosen = set(INSECURE_OPTIONS) - {"none", "all"}
+    chosen.discard("none")
+    return frozenset(chosen)
+
+
+def warn_insecure(insecure: frozenset[str]) -> None:
+    for option in sorted(insecure):
+        click.echo(f"jetpack: warning: {_WARNINGS[option]}", err=True)

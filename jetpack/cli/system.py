@@ -37,7 +37,7 @@ def info(state: CliState, output_format: str) -> None:
     """Show the version, data directory, storage backend, image count and store size."""
     from jetpack.store import open_store
 
-    with open_store(state.config) as store:
+    with open_store(state.config, create=False) as store:
         summary = store.summary()
     facts = {
         "version": __version__,

@@ -20,53 +20,19 @@ import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
 from jetpack import __version__
-from jetpack.config import Credential, FetchConfig
 from jetpack.errors import FetchError
+from jetpack.fetch.transport import Transport
+
+__all__ = ["Fetched", "HttpClient", "Transport", "describe_status", "ssl_context"]
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = f"jetpack/{__version__}"
-
-
-@dataclass(frozen=True)
-class Transport:
-    """What the client may do; built from the configuration and ``--insecure-options``."""
-
-    allow_http: bool = False
-    verify_tls: bool = True
-    ca_file: Path | None = None
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    credentials: tuple[Credential, ...] = ()
-    max_redirects: int = 10
-
-    @classmethod
-    def from_config(
-        cls, config: FetchConfig, *, allow_http: bool = False, verify_tls: bool = True
-    ) -> Transport:
-        return cls(
-            allow_http=allow_http,
-            verify_tls=verify_tls,
-            ca_file=config.ca_file,
-            connect_timeout=config.connect_timeout,
-            read_timeout=config.read_timeout,
-            credentials=config.credentials,
-        )
-
-    def credential(self, url: str) -> Credential | None:
-        parts = urlsplit(url)
-        if parts.scheme != "https" or not parts.hostname:
-            return None
-        for cred in self.credentials:
-            if cred.host == parts.hostname.lower():
-                return cred
-        return None
 
 
 @dataclass(frozen=True)
@@ -99,6 +65,11 @@ def _reason(err: BaseException) -> tuple[str, str | None]:
     """A short reason and a hint for a transport-level failure."""
     if isinstance(err, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
         cause = getattr(err, "certificate_error", None) or err
+        if "WRONG_VERSION_NUMBER" in str(cause):
+            return (
+                "the server does not speak TLS",
+                "it may serve plain http: use an http:// URL with --insecure-options=http",
+            )
         return (
             f"TLS verification failed: {getattr(cause, 'verify_message', None) or cause}",
             "set fetch.ca-file to the server's CA, or --insecure-options=tls to skip the check",
@@ -130,7 +101,8 @@ class HttpClient:
             timeout=timeout,
             connector=connector,
             auto_decompress=False,
-            headers={"User-Agent": USER_AGENT},
+            # identity: a signature covers the bytes as served, never a re-encoding of them
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
         )
         return self
 

@@ -13,8 +13,11 @@ hands each app of a pod a private, writable rootfs made from a tree, and takes i
 
 Publishing is atomic: a tree is rendered into a *staging* area (``staging_tree``) and only
 ``publish_tree`` makes it visible under its key — a rename, or for ZFS a dataset rename
-plus the seal snapshot. A crash before that leaves only staging, which ``discard_staging``
-(called by the store's recovery on open) removes.
+plus the seal snapshot. The backend keeps no record of its own: the store writes a
+``pending`` row naming the staging token before ``staging_tree`` and the key before
+``publish_tree`` or ``remove_tree``, and its recovery (on open) calls ``discard_staging``
+or ``remove_tree`` for each row a crash left. Both must therefore be idempotent and cope
+with whatever half-state a crash inside them leaves.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ class Backend(abc.ABC):
     """The storage backend interface shared by ``copy``, ``overlay`` and ``zfs``."""
 
     name: ClassVar[str]
+    # Whether published trees share their files with the store's extracted layers (hard
+    # links: ``copy`` and ``overlay``) or hold copies of them (``zfs``), for store sizes.
+    trees_share_layers: ClassVar[bool] = False
 
     @abc.abstractmethod
     def init(self) -> None:
@@ -70,11 +76,20 @@ class Backend(abc.ABC):
         """Keys of every published tree."""
 
     @abc.abstractmethod
+    def tree_in_use(self, key: str) -> bool:
+        """Whether an app rootfs made from tree ``key`` still exists, so it cannot be removed.
+
+        ``copy`` rootfs are independent copies (always False); an overlay mount keeps its
+        lower layer, a ZFS clone its origin.
+        """
+
+    @abc.abstractmethod
     def remove_tree(self, key: str) -> None:
         """Remove tree ``key``; no error if it is gone.
 
         Raises:
-            StoreError: an app rootfs made from it still exists (ZFS clones pin their origin).
+            StoreError: an app rootfs made from it still exists (``tree_in_use``), or the
+                removal failed; the tree is then still published, or entirely gone.
         """
 
     @abc.abstractmethod

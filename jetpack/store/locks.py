@@ -1,7 +1,10 @@
 """Advisory file locks (flock) naming what they guard: ``locks/image-<id>``, ``locks/tree-<key>``.
 
 flock locks die with their process, so a crash never leaves one held: recovery tells a live
-operation from a dead one by trying the same lock without blocking.
+operation from a dead one by trying the same lock without blocking. Readers (rendering
+reads its chain's images, copying out reads a tree) take them shared, writers (import,
+removal) exclusive; several locks are always taken in one order — image locks (sorted by
+ID) before tree locks — so two processes never wait on each other.
 """
 
 from __future__ import annotations
@@ -59,14 +62,3 @@ class FileLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
-
-
-def is_locked(path: Path) -> bool:
-    """Whether a live process holds ``path``'s lock (a missing file is not locked)."""
-    if not path.exists():
-        return False
-    probe = FileLock(path)
-    if probe.acquire(blocking=False):
-        probe.release()
-        return False
-    return True

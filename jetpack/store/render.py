@@ -40,16 +40,17 @@ unlisted children; a listed path that is absent is ignored. Paths are matched as
 never resolved: a listed symlink is kept as the symlink, and a symlink standing where a
 listed path's ancestor directory should be is not a directory, so it is dropped.
 
-*The digest* (:func:`tree_digest`) is SHA-512 over a canonical listing: one record per
-entry, the root included, in path order (components compared as bytes), giving path,
-type, permission bits, owner, mtime in nanoseconds, size, the content's SHA-512 or the
-symlink target or the device numbers, the first path sharing the inode (hard links within
-the tree), and the xattrs. Nanoseconds are safe because the digest is always computed from
-what the file system stored (render digests the tree it wrote, after the fact), never from
-the layers' values, so a file system with coarser timestamps only ever sees its own
-values; and every file system a tree lives on (ext4, xfs, btrfs, tmpfs, ZFS) keeps
-nanoseconds through hard links, ``utime`` and ``zfs clone``. Link counts, ctimes, atimes
-and directory sizes are left out: they change when a tree is linked, read or copied.
+*The digest* (:func:`tree_digest`) is SHA-512 (or SHA-256: the result's prefix names it) over
+a canonical listing: one record per entry, the root included, in path order (components
+compared as bytes), giving path, type, permission bits, owner, mtime in nanoseconds,
+size, the content's hash or the symlink target or the device numbers, the first path
+sharing the inode (hard links within the tree), and the xattrs. Nanoseconds are safe
+because the digest is always computed from what the file system stored (render digests
+the tree it wrote, after the fact), never from the layers' values, so a file system with
+coarser timestamps only ever sees its own values; and every file system a tree lives on
+(ext4, xfs, btrfs, tmpfs, ZFS) keeps nanoseconds through hard links, ``utime`` and ``zfs
+clone``. Link counts, ctimes, atimes and directory sizes are left out: they change when a
+tree is linked, read or copied.
 Contents are hashed by a small thread pool (``hashlib`` releases the GIL), once per inode.
 
 On failure, :class:`~jetpack.errors.StoreError` is raised naming the path, and the
@@ -72,10 +73,11 @@ import stat
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 from jetpack.errors import StoreError
 
-__all__ = ["TreeDigest", "render_layers", "tree_digest"]
+__all__ = ["DigestAlgorithm", "TreeDigest", "render_layers", "tree_digest"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -97,6 +99,7 @@ _DIGEST_HEADER = b"jetpack-tree-digest-v1\n"
 _EXTRA = 7  # index, in a record's fields, of the content hash / symlink target / device
 
 _Xattrs = tuple[tuple[str, bytes], ...]
+DigestAlgorithm = Literal["sha512", "sha256"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,15 +156,21 @@ def render_layers(
         os.close(root_fd)
 
 
-def tree_digest(root: Path) -> TreeDigest:
+def tree_digest(root: Path, *, algorithm: DigestAlgorithm = "sha512") -> TreeDigest:
     """The digest of the tree at ``root``, as :func:`render_layers` returned it.
+
+    Args:
+        algorithm: the hash for contents and listing, named by the result's prefix.
+            SHA-256 is about three times faster where the CPU has SHA extensions (the
+            store digests every imported layer with it); pass the prefix of a stored
+            digest to check it.
 
     Raises:
         StoreError: ``root`` is missing or not a directory, or the tree cannot be read.
     """
     root_fd = _open_root(root, "digest tree", empty=False)
     try:
-        return _Finisher(root, root_fd, keep=None, dir_meta={}).run()
+        return _Finisher(root, root_fd, keep=None, dir_meta={}, algorithm=algorithm).run()
     finally:
         os.close(root_fd)
 
@@ -449,8 +458,10 @@ class _Finisher:
         *,
         keep: frozenset[str] | None,
         dir_meta: dict[str, tuple[os.stat_result, _Xattrs]],
+        algorithm: DigestAlgorithm = "sha512",
     ) -> None:
         self._root = root
+        self._algorithm = algorithm
         self._root_fd = root_fd
         self._keep = keep
         self._ancestors: set[str] = set()
@@ -471,13 +482,15 @@ class _Finisher:
             self._pool = pool
             try:
                 self._walk_dir(self._root_fd, "")
-                digest = hashlib.sha512(_DIGEST_HEADER)
+                digest = hashlib.new(self._algorithm, _DIGEST_HEADER)
                 for record in self._records:
                     assert record is not None  # every reserved slot is filled by _walk_dir
                     digest.update(record.encode())
             except OSError as err:  # from a hashing thread
                 raise StoreError(f"cannot digest tree {self._root}", err.strerror) from err
-        return TreeDigest("sha512-" + digest.hexdigest(), len(self._records) - 1, self._size)
+        return TreeDigest(
+            f"{self._algorithm}-{digest.hexdigest()}", len(self._records) - 1, self._size
+        )
 
     def _walk_dir(self, fd: int, rel: str) -> None:
         _check_depth(rel, self._root)
@@ -559,7 +572,7 @@ class _Finisher:
     def _hash(self, fd: int) -> str:
         try:
             with open(fd, "rb", buffering=0) as file:
-                return hashlib.file_digest(file, "sha512").hexdigest()
+                return hashlib.file_digest(file, self._algorithm).hexdigest()
         finally:
             self._pending.release()
 

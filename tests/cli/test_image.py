@@ -33,14 +33,16 @@ def _fetch(jp: Callable[..., int], capsys: Capsys, aci: Path) -> str:
     return capsys.readouterr().out.strip()
 
 
-def test_fetch_requires_insecure_image_until_signatures_exist(
+def test_fetch_of_an_unsigned_file_needs_insecure_image(
     jp: Callable[..., int], make_aci: MakeACI, capsys: Capsys
 ) -> None:
     aci = make_aci(image_manifest("example.com/a"))
     assert jp("fetch", str(aci)) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"jetpack: cannot fetch {aci}: signature verification is not implemented")
-    assert "--insecure-options=image" in err
+    assert err == (
+        f"jetpack: cannot fetch {aci}: no signature: {aci}.asc does not exist "
+        "(give one with --signature, or --insecure-options=image to skip the check)\n"
+    )
     assert jp("image", "list", "--no-legend") == 0
     assert capsys.readouterr().out == ""
 
@@ -50,19 +52,23 @@ def test_fetch_file_url_and_bad_refs(
 ) -> None:
     aci = make_aci(image_manifest("example.com/a"))
     assert jp("fetch", "--insecure-options=image", aci.as_uri()) == 0
-    ident = capsys.readouterr().out.strip()
-    assert ident.startswith("sha512-")
+    captured = capsys.readouterr()
+    assert captured.out.strip().startswith("sha512-")
+    assert "warning: signatures are not checked" in captured.err
     assert jp("fetch", "--insecure-options=image", str(tmp_path / "missing.aci")) == 1
     assert "No such file or directory" in capsys.readouterr().err
-    assert jp("fetch", "--insecure-options=image", "example.com/a:1.0") == 1
-    assert "fetching by name or over http(s) is not implemented yet" in capsys.readouterr().err
+    # a name: discovery on a port where nothing listens fails fast, in one line
+    assert jp("fetch", "--discovery-port=1", "localhost/a:1.0") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("jetpack: cannot discover localhost/a:1.0") and err.count("\n") == 1
     assert jp("fetch", "--insecure-options=bogus", str(aci)) == 2
     assert "unknown bogus" in capsys.readouterr().err
     junk = tmp_path / "junk.aci"
     junk.write_bytes(b"junk" * 200)
     assert jp("fetch", "--insecure-options=image", str(junk)) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("jetpack: ") and err.count("\n") == 1 and "junk.aci" in err
+    warning, error = capsys.readouterr().err.splitlines()
+    assert warning.startswith("jetpack: warning: ")
+    assert error.startswith(f"jetpack: {junk}: not an image archive")
 
 
 def test_image_list_show_export_rm(
@@ -168,3 +174,35 @@ def test_init_and_info(jp: Callable[..., int], capsys: Capsys, tmp_path: Path) -
     assert facts["data-dir"] == str(tmp_path / "data")
     assert jp("info") == 0
     assert "backend:      copy" in capsys.readouterr().out
+
+
+def test_rm_of_two_names_of_one_image_removes_it_once(
+    jp: Callable[..., int], make_aci: MakeACI, capsys: Capsys
+) -> None:
+    ident = _fetch(jp, capsys, make_aci(image_manifest("example.com/a")))
+    assert jp("image", "rm", "example.com/a", ident[:19], "example.com/a:1.0.0") == 0
+    assert capsys.readouterr().out == f"removed {ident}\n"
+
+
+def test_extract_into_a_missing_directory_is_one_line(
+    jp: Callable[..., int], make_aci: MakeACI, capsys: Capsys, tmp_path: Path
+) -> None:
+    _fetch(jp, capsys, make_aci(image_manifest("example.com/a")))
+    for verb in ("extract", "render"):
+        assert jp("image", verb, "example.com/a", str(tmp_path / "no" / "dir")) == 1
+        assert capsys.readouterr().err == (
+            f"jetpack: cannot write {tmp_path / 'no' / 'dir'}: its parent directory does not"
+            " exist\n"
+        )
+    assert not (tmp_path / "no").exists()
+
+
+def test_image_commands_do_not_create_a_store(
+    jp: Callable[..., int], capsys: Capsys, tmp_path: Path
+) -> None:
+    for argv in (("image", "list"), ("image", "verify"), ("image", "gc")):
+        assert jp(*argv) == 1
+        assert capsys.readouterr().err == (
+            f"jetpack: no store at {tmp_path / 'data'} (run jetpack init, or fetch an image)\n"
+        )
+    assert not (tmp_path / "data").exists()

@@ -55,6 +55,15 @@ async def test_plain_http_needs_permission(serve: Callable[..., Server], test_ca
         assert (await http.fetch(f"{server.url}/x")).body == b"x"
 
 
+async def test_https_to_a_plain_http_server_says_so(
+    serve: Callable[..., Server], test_ca: TestCA
+) -> None:
+    plain = serve(Repo({"/x": Served(b"x")}).app(), tls=False)
+    async with HttpClient(transport(test_ca)) as http:
+        with pytest.raises(FetchError, match=r"does not speak TLS \(it may serve plain http"):
+            await http.fetch(f"https://localhost:{plain.port}/x")
+
+
 async def test_redirect_to_http_is_refused(serve: Callable[..., Server], test_ca: TestCA) -> None:
     plain = serve(Repo({"/x": Served(b"x")}).app(), tls=False)
     secure = serve(Repo({"/go": Served(redirect=f"{plain.url}/x")}).app())

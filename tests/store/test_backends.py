@@ -264,8 +264,11 @@ def test_remove_tree_in_use(backend: Backend, tmp_path: Path) -> None:
     publish(backend)
     app = tmp_path / "pod" / "app"
     app.mkdir(parents=True)
+    assert not backend.tree_in_use("deps-abc")
     root = backend.create_rootfs("deps-abc", app)
     expected = snapshot(root)
+    assert backend.tree_in_use("deps-abc") == (not isinstance(backend, CopyBackend))
+    assert not backend.tree_in_use("deps-other")
     if isinstance(backend, CopyBackend):
         backend.remove_tree("deps-abc")
         assert not backend.has_tree("deps-abc")
@@ -275,6 +278,7 @@ def test_remove_tree_in_use(backend: Backend, tmp_path: Path) -> None:
         assert backend.has_tree("deps-abc")
     assert snapshot(root) == expected
     backend.release_rootfs(app)
+    assert not backend.tree_in_use("deps-abc")
     backend.remove_tree("deps-abc")
     assert backend.tree_keys() == []
 

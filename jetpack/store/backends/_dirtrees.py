@@ -7,18 +7,15 @@ either the staging area (removed by recovery) or the whole tree, never half of o
 
 from __future__ import annotations
 
-import ctypes
-import os
 import uuid
 from pathlib import Path
 
 from jetpack.aci import remove_tree
 from jetpack.errors import StoreError
 from jetpack.store.backend import Backend
+from jetpack.store.durable import fsync_dir, syncfs
 
 STAGING_PREFIX = "render-"
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def check_name(kind: str, name: str) -> str:
@@ -28,23 +25,6 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-def syncfs(path: Path) -> None:
-    """Flush the file system holding ``path`` (so a published tree survives a power cut)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        _libc.syncfs(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def remove_tree_dir(path: Path) -> None:
     """``rm -rf path``: never follows symlinks, any depth, read-only directories included."""
     remove_tree(path)
@@ -52,6 +32,8 @@ def remove_tree_dir(path: Path) -> None:
 
 class DirectoryTrees(Backend):
     """Tree management for backends whose trees are directories under ``data_dir``."""
+
+    trees_share_layers = True  # rendered by hard links from layers on the same file system
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -91,7 +73,7 @@ class DirectoryTrees(Backend):
             raise StoreError(
                 f"cannot publish tree {key}", f"rename to {target}: {err.strerror}"
             ) from err
-        _fsync_dir(self.trees)
+        fsync_dir(self.trees)
         return target
 
     def discard_staging(self, token: str) -> None:
@@ -117,13 +99,18 @@ class DirectoryTrees(Backend):
             return []
         return sorted(p.name for p in self.trees.iterdir() if p.is_dir())
 
+    def tree_in_use(self, key: str) -> bool:
+        return False
+
     def remove_tree(self, key: str) -> None:
-        # Moved aside first, so a crash half-way leaves a staging area (which recovery
-        # discards), never a half-deleted tree under its key.
+        # Moved aside first, so a crash half-way leaves a staging area, never a
+        # half-deleted tree under its key; recovery calls remove_tree again, which sweeps it.
         path = self.tree_path(key)
-        if path.exists() or path.is_symlink():
-            doomed = self._staging(f"removed-{key}-{uuid.uuid4().hex}")
-            path.rename(doomed)
-        # This removal's, and any a crash interrupted (recovery calls remove_tree again).
-        for leftover in self.tmp.glob(f"{STAGING_PREFIX}removed-{key}-*"):
-            remove_tree_dir(leftover)
+        try:
+            if path.exists() or path.is_symlink():
+                doomed = self._staging(f"removed-{key}-{uuid.uuid4().hex}")
+                path.rename(doomed)
+            for leftover in self.tmp.glob(f"{STAGING_PREFIX}removed-{key}-*"):
+                remove_tree_dir(leftover)
+        except OSError as err:
+            raise StoreError(f"cannot remove tree {key}", err.strerror or str(err)) from err

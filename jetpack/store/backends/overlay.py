@@ -75,13 +75,19 @@ class OverlayBackend(DirectoryTrees):
         for path in (target, app_dir / "upper", app_dir / "work"):
             remove_tree_dir(path)
 
-    def remove_tree(self, key: str) -> None:
+    def _users(self, key: str) -> list[str]:
         lower = str(self.tree_path(key) / "rootfs")
-        users = [
+        return [
             str(m.target)
             for m in mounts()
             if m.fstype == "overlay" and lower in m.options.get("lowerdir", "").split(":")
         ]
+
+    def tree_in_use(self, key: str) -> bool:
+        return bool(self._users(key))
+
+    def remove_tree(self, key: str) -> None:
+        users = self._users(key)
         if users:
             raise StoreError(
                 f"cannot remove tree {key}",

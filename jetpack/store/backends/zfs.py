@@ -155,6 +155,23 @@ class ZFSBackend(Backend):
             if row[0].startswith(prefix) and row[0].endswith(suffix)
         )
 
+    def _users(self, key: str) -> list[str]:
+        """The app directories (or clone names) of the clones of tree ``key``'s seal."""
+        seal = f"{self._tree(key).name}@{SEAL}"
+        return [
+            app if app not in ("", "-") else name
+            for name, origin, app in list_datasets(
+                self.rootfs.name, ("name", "origin", APP_DIR_PROP), depth=1
+            )
+            if origin == seal
+        ]
+
+    def tree_in_use(self, key: str) -> bool:
+        try:
+            return bool(self._users(key))
+        except CommandError as err:
+            raise _zfs_error(f"cannot list the clones of tree {key}", err) from err
+
     def remove_tree(self, key: str) -> None:
         tree = self._tree(key)
         what = f"cannot remove tree {key}"
@@ -162,14 +179,7 @@ class ZFSBackend(Backend):
             if not tree.exists():
                 _remove_mountpoint(self.tree_path(key))
                 return
-            seal = f"{tree.name}@{SEAL}"
-            users = [
-                app if app not in ("", "-") else name
-                for name, origin, app in list_datasets(
-                    self.rootfs.name, ("name", "origin", APP_DIR_PROP), depth=1
-                )
-                if origin == seal
-            ]
+            users = self._users(key)
             if users:
                 raise StoreError(
                     what,
