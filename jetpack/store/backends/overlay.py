@@ -14,10 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jetpack.command import run
-from jetpack.errors import CommandError, StoreError
+from jetpack.errors import StoreError
 from jetpack.store.backends._dirtrees import DirectoryTrees, remove_tree_dir
-from jetpack.store.backends._mounts import mounts, unmount
+from jetpack.store.backends._mounts import mount, mounts, unmount
 
 
 def _option_path(path: Path) -> str:
@@ -60,8 +59,8 @@ class OverlayBackend(DirectoryTrees):
             os.chown(upper, st.st_uid, st.st_gid)
             upper.chmod(st.st_mode & 0o7777)
             os.utime(upper, ns=(st.st_atime_ns, st.st_mtime_ns))
-            run(["mount", "-t", "overlay", f"jetpack-{key}", "-o", options, str(target)])
-        except (OSError, CommandError) as err:
+            mount(f"jetpack-{key}", target, "overlay", options)
+        except OSError as err:
             self.release_rootfs(app_dir)
             raise StoreError(f"cannot mount an overlay on {target}", str(err)) from err
         return target
@@ -70,7 +69,7 @@ class OverlayBackend(DirectoryTrees):
         target = app_dir / "rootfs"
         try:
             unmount(target)
-        except CommandError as err:
+        except OSError as err:
             raise StoreError(f"cannot unmount {target}", str(err)) from err
         for path in (target, app_dir / "upper", app_dir / "work"):
             remove_tree_dir(path)

@@ -25,10 +25,9 @@ import hashlib
 import re
 from pathlib import Path
 
-from jetpack.command import run
 from jetpack.errors import CommandError, StoreError
 from jetpack.store.backend import Backend
-from jetpack.store.backends._mounts import is_mountpoint, unmount
+from jetpack.store.backends._mounts import MS_BIND, is_mountpoint, mount, unmount
 from jetpack.store.zfs import Dataset, list_datasets
 
 SEAL = "seal"
@@ -214,7 +213,7 @@ class ZFSBackend(Backend):
                 **{APP_DIR_PROP: str(app_dir.absolute())},
             )
             target.mkdir(mode=0o700)
-            run(["mount", "--bind", str(clone_dir / "rootfs"), str(target)])
+            mount(str(clone_dir / "rootfs"), target, "none", flags=MS_BIND)
         except (OSError, CommandError) as err:
             self.release_rootfs(app_dir)
             if isinstance(err, CommandError):
@@ -232,6 +231,8 @@ class ZFSBackend(Backend):
                 unmount(clone_dir)
         except CommandError as err:
             raise _zfs_error(f"cannot release {target}", err) from err
+        except OSError as err:
+            raise StoreError(f"cannot release {target}", str(err)) from err
         for path in (target, clone_dir):
             if path.is_dir() and not path.is_symlink():
                 path.rmdir()
