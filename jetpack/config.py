@@ -232,6 +232,15 @@ def parse_size(value: object, where: str) -> int:
     )
 
 
+def _section(raw: object, name: str, source: Path) -> dict[str, Any] | None:
+    """The ``[name]`` table as a dict to take keys from; None when the file has none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid configuration {source}", f"[{name}] must be a table")
+    return dict(raw)
+
+
 def _take(table: dict[str, Any], key: str) -> Any:
     return table.pop(key, None)
 
@@ -247,11 +256,9 @@ def _reject_unknown(table: Mapping[str, Any], section: str, source: Path) -> Non
 
 
 def _parse_aci(raw: object, source: Path) -> ACIConfig:
-    if raw is None:
+    table = _section(raw, "aci", source)
+    if table is None:
         return ACIConfig()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"invalid configuration {source}", "[aci] must be a table")
-    table = dict(raw)
     defaults = ACIConfig()
     ratio = _take(table, "max-ratio")
     if ratio is None:
@@ -277,24 +284,17 @@ def _parse_aci(raw: object, source: Path) -> ACIConfig:
 
 
 def _parse_storage(raw: object, source: Path) -> StorageConfig:
-    if raw is None:
+    table = _section(raw, "storage", source)
+    if table is None:
         return StorageConfig()
     where = f"invalid configuration {source}"
-    if not isinstance(raw, dict):
-        raise ConfigError(where, "[storage] must be a table")
-    table = dict(raw)
     backend = _take(table, "backend")
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(
             where, f"storage.backend: {backend!r} is not one of {', '.join(BACKENDS)}"
         )
-    zfs = _take(table, "zfs")
+    zfs = _section(_take(table, "zfs"), "storage.zfs", source) or {}
     _reject_unknown(table, "storage.", source)
-    if zfs is None:
-        zfs = {}
-    if not isinstance(zfs, dict):
-        raise ConfigError(where, "[storage.zfs] must be a table")
-    zfs = dict(zfs)
     dataset = _take(zfs, "dataset")
     mountpoint = _take(zfs, "mountpoint")
     _reject_unknown(zfs, "storage.zfs.", source)
@@ -359,11 +359,9 @@ def _parse_credential(raw: object, n: int, source: Path) -> Credential:
 
 
 def _parse_fetch(raw: object, source: Path) -> FetchConfig:
-    if raw is None:
+    table = _section(raw, "fetch", source)
+    if table is None:
         return FetchConfig()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"invalid configuration {source}", "[fetch] must be a table")
-    table = dict(raw)
     defaults = FetchConfig()
     ca_file, connect, read = (
         _take(table, "ca-file"),
@@ -398,11 +396,9 @@ def _parse_fetch(raw: object, source: Path) -> FetchConfig:
 
 
 def _parse_trust(raw: object, source: Path) -> TrustConfig:
-    if raw is None:
+    table = _section(raw, "trust", source)
+    if table is None:
         return TrustConfig()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"invalid configuration {source}", "[trust] must be a table")
-    table = dict(raw)
     local, vendor = _take(table, "local"), _take(table, "vendor")
     _reject_unknown(table, "trust.", source)
     return TrustConfig(
@@ -495,12 +491,10 @@ def _parse_user(raw: object, n: int, source: Path) -> ServeUser:
 
 
 def _parse_serve(raw: object, source: Path) -> ServeConfig:
-    if raw is None:
+    table = _section(raw, "serve", source)
+    if table is None:
         return ServeConfig()
     bad = f"invalid configuration {source}"
-    if not isinstance(raw, dict):
-        raise ConfigError(bad, "[serve] must be a table")
-    table = dict(raw)
     defaults = ServeConfig()
     listen = _take(table, "listen")
     root, cert, key = _take(table, "root"), _take(table, "tls-cert"), _take(table, "tls-key")
@@ -554,12 +548,10 @@ def _parse_serve(raw: object, source: Path) -> ServeConfig:
 
 
 def _parse_push(raw: object, source: Path) -> PushConfig:
-    if raw is None:
+    table = _section(raw, "push", source)
+    if table is None:
         return PushConfig()
     bad = f"invalid configuration {source}"
-    if not isinstance(raw, dict):
-        raise ConfigError(bad, "[push] must be a table")
-    table = dict(raw)
     server, token = _take(table, "server"), _take(table, "token")
     _reject_unknown(table, "push.", source)
     if token is not None and (not isinstance(token, str) or not token):
