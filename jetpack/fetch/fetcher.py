@@ -160,8 +160,11 @@ class Fetcher:
         """The image ``app`` names, from the store (per the pull policy) or discovered."""
         wanted = app.with_defaults(host_labels())
         policy = self.options.pull_policy
+        # ":latest" asks for no particular version: in the store, the one marked latest.
+        latest = app.label("version") in (None, "latest")
+        asked = {k: v for k, v in app.labels if not (k == "version" and latest)}
         if policy in (PullPolicy.NEW, PullPolicy.NEVER):
-            found = self.store.find(str(app.name), app.label_map, defaults=host_labels())
+            found = self.store.find(str(app.name), asked, defaults=host_labels())
             if found is not None:
                 return found
             if policy is PullPolicy.NEVER:
@@ -194,7 +197,7 @@ class Fetcher:
                 failures.append(str(err))
                 log.debug("endpoint %s failed: %s", endpoint.aci, err)
                 continue
-            if app.label("version") is None:
+            if latest:
                 self.store.mark_latest(record.id)
             return record
         raise FetchError(

@@ -468,3 +468,20 @@ def test_a_fetch_the_store_answers_loads_no_network_code(
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == [ident, "0 []"]
+
+
+def test_colon_latest_is_the_image_marked_latest(
+    world: World, make_aci: MakeACI, capsys: Capsys
+) -> None:
+    world.discovery_page("localhost/app")
+    world.publish(
+        _app(make_aci, version="2.0.0"), "/images/localhost/app-latest-linux-" + ARCH + ".aci"
+    )
+    world.trust("localhost/app")
+    ident = _fetch(world, capsys, "localhost/app:latest")
+    hits = len(world.repo.log)
+    # the store answers ":latest" with the image marked latest: no request at all
+    assert _fetch(world, capsys, "localhost/app:latest") == ident
+    assert len(world.repo.log) == hits
+    with world.store() as store:
+        assert store.get(ident).latest  # type: ignore[union-attr]
