@@ -19,6 +19,7 @@ import datetime
 import hashlib
 import ipaddress
 import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -305,7 +306,9 @@ class KeyMaker:
 
 
 @pytest.fixture(scope="session")
-def gpg_keys(tmp_path_factory: pytest.TempPathFactory) -> KeyMaker:
+def gpg_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyMaker]:
     home = tmp_path_factory.mktemp("gnupg")
     home.chmod(0o700)
-    return KeyMaker(home)
+    yield KeyMaker(home)
+    # Making and using secret keys started a gpg-agent for this home: stop it.
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
