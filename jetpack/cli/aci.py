@@ -22,11 +22,6 @@ if TYPE_CHECKING:
 _SNIFF = 512
 
 
-def _short_id(image_id: str) -> str:
-    # rkt's display form: the algorithm and 12 hex digits.
-    return image_id[: len("sha512-") + 12]
-
-
 def _describe(manifest: ImageManifest) -> str:
     version = manifest.label("version")
     return f"{manifest.name}:{version}" if version else str(manifest.name)
@@ -101,6 +96,7 @@ def build(layout: Path, output: Path, overwrite: bool, compression: str, owner_r
 def _validate_one(state: CliState, path: Path, kind: str) -> str:
     """Validate one file; return the description of what it is, or raise."""
     from jetpack.aci import detect_compression, validate_layout
+    from jetpack.schema.types import short_id
 
     if kind == "layout" or (kind == "auto" and path.is_dir()):
         manifest = validate_layout(path)
@@ -114,7 +110,7 @@ def _validate_one(state: CliState, path: Path, kind: str) -> str:
     if kind == "aci":
         detect_compression(head)
         info = _read_aci(state, path)
-        return f"valid ACI {_short_id(info.image_id)} ({_describe(info.manifest)})"
+        return f"valid ACI {short_id(info.image_id)} ({_describe(info.manifest)})"
     return _validate_manifest(path)
 
 

@@ -47,6 +47,7 @@ from jetpack.fetch.bridge import Bridge
 from jetpack.fetch.transport import Transport
 from jetpack.fetch.trust import TrustStore, Verifier
 from jetpack.schema import Dependency, ImageManifest
+from jetpack.schema.types import short_id
 from jetpack.store.locks import FileLock
 from jetpack.store.store import ImageRecord, Store
 
@@ -489,7 +490,8 @@ class Fetcher:
         if dep.image_id is not None and record.id != str(dep.image_id):
             raise FetchError(
                 f"dependency {name} of {parent.name} does not match",
-                f"its imageID is {str(dep.image_id)[:19]}, the fetched image is {record.short_id}",
+                f"its imageID is {short_id(str(dep.image_id))}, "
+                f"the fetched image is {record.short_id}",
             )
         if dep.size is not None and record.compressed_size != dep.size:
             raise FetchError(

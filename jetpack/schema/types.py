@@ -440,3 +440,8 @@ UserMap = FrozenDict[str, str]
 
 #: The appc version this package implements, as written into new manifests.
 CURRENT_VERSION: Final = SemVer(APPC_VERSION)
+
+
+def short_id(image_id: str) -> str:
+    """How an image ID is shown: the algorithm and 12 hex digits (rkt's display form)."""
+    return image_id[: len("sha512-") + 12]

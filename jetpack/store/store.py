@@ -67,7 +67,7 @@ from jetpack.aci import (
 from jetpack.command import run
 from jetpack.errors import ACIError, ManifestError, StoreError
 from jetpack.schema import Dependency, ImageManifest, parse_image_manifest
-from jetpack.schema.types import validate_image_id_prefix
+from jetpack.schema.types import short_id, validate_image_id_prefix
 from jetpack.store.backend import Backend
 from jetpack.store.db import Database, connect
 from jetpack.store.durable import fsync_dir, syncfs
@@ -117,7 +117,7 @@ class ImageRecord:
 
     @property
     def short_id(self) -> str:
-        return self.id[: len("sha512-") + 12]
+        return short_id(self.id)
 
 
 @dataclass(frozen=True)
@@ -467,7 +467,7 @@ class Store:
                     (staging / "layer").rename(self.layer_path(ident))
                 except OSError as err:
                     raise StoreError(
-                        f"cannot publish image {ident[:19]}", err.strerror or str(err)
+                        f"cannot publish image {short_id(ident)}", err.strerror or str(err)
                     ) from err
                 fsync_dir(blob.parent)
                 if new_dir:
@@ -570,7 +570,9 @@ class Store:
                 f"no image {prefix}", "no stored image has this ID", "see jetpack image list"
             )
         if len(rows) > 1:
-            shown = ", ".join(r["id"][:19] for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
+            shown = ", ".join(short_id(r["id"]) for r in rows[:5]) + (
+                " ..." if len(rows) > 5 else ""
+            )
             raise StoreError(f"ambiguous image ID {prefix}", f"it matches {shown}", _PREFIX_HINT)
         return self._record(rows[0])
 
@@ -677,7 +679,9 @@ class Store:
         with self._tx() as db:
             row = db.execute("SELECT name FROM images WHERE id = ?", (image_id,)).fetchone()
             if row is None:
-                raise StoreError(f"cannot mark {image_id[:19]} latest", "it is not in the store")
+                raise StoreError(
+                    f"cannot mark {short_id(image_id)} latest", "it is not in the store"
+                )
             db.execute("UPDATE images SET latest = 0 WHERE name = ? AND latest = 1", (row[0],))
             db.execute("UPDATE images SET latest = 1 WHERE id = ?", (image_id,))
 
@@ -782,7 +786,7 @@ class Store:
         the tree is rendered; an image removed before they were taken makes the chain be
         resolved again (and a missing one an error).
         """
-        self._writable(f"cannot render {ident[:19]}")
+        self._writable(f"cannot render {short_id(ident)}")
         for _ in range(_RENDER_ATTEMPTS):
             chain = self.chain(ident)
             ids = [r.id for r in chain]
@@ -791,7 +795,7 @@ class Store:
                     continue  # removed before we locked it: resolve again
                 return self._render_locked(ident, chain)
         raise StoreError(
-            f"cannot render {ident[:19]}",
+            f"cannot render {short_id(ident)}",
             "its images were removed while it was being rendered",
             "try again",
         )
@@ -923,7 +927,7 @@ class Store:
             remove_tree(self.layer_path(ident))
         except OSError as err:
             raise StoreError(
-                f"cannot remove the files of image {ident[:19]}", err.strerror or str(err)
+                f"cannot remove the files of image {short_id(ident)}", err.strerror or str(err)
             ) from err
 
     def _busy(self, key: str) -> StoreError:
@@ -972,7 +976,7 @@ class Store:
             StoreError: it is not in the store, or a tree rendering it is in use by an app
                 (nothing is removed then).
         """
-        self._writable(f"cannot remove image {ident[:19]}")
+        self._writable(f"cannot remove image {short_id(ident)}")
         with self._lock("image", ident):
             if not self._row_exists(ident):
                 raise StoreError(f"no image {ident}", "it is not in the store")
@@ -988,7 +992,7 @@ class Store:
         Raises:
             StoreError: a tree rendering it is in use by an app, or removal failed.
         """
-        self._writable(f"cannot remove image {ident[:19]}")
+        self._writable(f"cannot remove image {short_id(ident)}")
         with self._lock("image", ident):
             row = self.db.execute(
                 "SELECT last_used_at FROM images WHERE id = ?", (ident,)
@@ -1007,7 +1011,7 @@ class Store:
         busy = [key for key in keys if self.backend.tree_in_use(key)]
         if busy:
             raise StoreError(
-                f"cannot remove image {ident[:19]}",
+                f"cannot remove image {short_id(ident)}",
                 f"its rendered tree {busy[0][:17]} is in use by an app rootfs",
                 "remove the pods using it first",
             )
@@ -1033,7 +1037,9 @@ class Store:
             blob = self.blob_path(ident)
             if not blob.is_file():
                 raise StoreError(
-                    f"cannot export image {ident[:19]}", f"its blob {blob} is missing", _VERIFY_HINT
+                    f"cannot export image {short_id(ident)}",
+                    f"its blob {blob} is missing",
+                    _VERIFY_HINT,
                 )
             tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
             try:
@@ -1105,7 +1111,7 @@ class Store:
             with open(blob, "rb") as f:
                 got = image_id(f)
             if got != record.id:
-                problems.append(Problem(subject, f"blob hashes to {got[:19]}, not its ID"))
+                problems.append(Problem(subject, f"blob hashes to {short_id(got)}, not its ID"))
         except FileNotFoundError:
             problems.append(Problem(subject, f"blob {blob} is missing"))
         except (ACIError, OSError) as err:
@@ -1223,7 +1229,7 @@ def _describe_dep(dep: Dependency) -> str:
     if dep.labels:
         text += "".join(f",{k}={v}" for k, v in dep.labels.items())
     if dep.image_id is not None:
-        text += f" ({str(dep.image_id)[:19]})"
+        text += f" ({short_id(str(dep.image_id))})"
     return text
 
 

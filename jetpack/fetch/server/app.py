@@ -52,7 +52,7 @@ from jetpack.fetch.server.responses import (
 )
 from jetpack.fetch.server.signing import Signer
 from jetpack.fetch.trust import TrustStore
-from jetpack.schema.types import ACIdentifier
+from jetpack.schema.types import ACIdentifier, short_id
 
 log = logging.getLogger("jetpack.serve")
 
@@ -361,7 +361,7 @@ async def push(request: web.Request) -> web.StreamResponse:
                     "error": "exists",
                     "reason": f"{existing.name}:{existing.version} for "
                     f"{existing.os}/{existing.arch} is already published "
-                    f"({existing.id[:19]}); versions are immutable here",
+                    f"({short_id(existing.id)}); versions are immutable here",
                 }
             )
             return web.HTTPConflict(text=body + "\n", content_type="application/json")

@@ -7,6 +7,7 @@ import html
 from typing import Any
 
 from jetpack.fetch.server.catalog import Catalog, Entry
+from jetpack.schema.types import short_id
 
 _STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;
@@ -91,7 +92,7 @@ def index_html(catalog: Catalog, title: str) -> bytes:
                 f'<td><a href="{url}">{esc(e.os or "any")}/{esc(e.arch or "any")}</a></td>'
                 f'<td class="num">{human_size(e.size)}</td><td>{_signer(e)}</td>'
                 f"<td>{_when(e.pushed_at)}</td>"
-                f'<td><code title="{esc(e.id)}">{esc(e.id[:19])}</code></td></tr>'
+                f'<td><code title="{esc(e.id)}">{esc(short_id(e.id))}</code></td></tr>'
             )
         parts.append("</tbody></table>")
     parts.append("</body></html>\n")
