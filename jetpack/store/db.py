@@ -34,6 +34,7 @@ read-only".
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -208,11 +209,16 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
                 path, timeout=30.0, isolation_level=None, check_same_thread=False
             )
         conn.row_factory = sqlite3.Row
-        if not readonly:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
-        _migrate(conn, readonly=readonly)
+        if readonly:
+            _migrate(conn, readonly=True)
+        else:
+            # Switching a new file to WAL returns SQLITE_BUSY at once, without the busy
+            # handler, when another process is switching it too: set-up takes turns.
+            with _setup_lock(path):
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                _migrate(conn, readonly=False)
     except BaseException as err:
         if conn is not None:
             conn.close()
@@ -220,6 +226,26 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
             raise store_error(err, f"cannot open the image index {path}", path) from err
         raise
     return conn
+
+
+@contextlib.contextmanager
+def _setup_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``<index>.setup-lock`` (never the index itself: closing any
+    descriptor of the index would drop SQLite's own POSIX locks on it)."""
+    lock = path.with_name(path.name + ".setup-lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise StoreError(
+            f"cannot open the image index {path}",
+            f"cannot create {lock}: {err.strerror}",
+            f"check the permissions of {path.parent}",
+        ) from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
