@@ -12,6 +12,8 @@
     ├── TrustError                   a signature is missing, bad, or made by an untrusted key
     ├── StoreError                   the image store cannot do what was asked (missing image,
     │                                ambiguous prefix, damaged store, busy resource)
+    ├── PodError                     a pod cannot be planned, prepared, run, entered or removed
+    │                                (bad options, missing volume source, unknown pod UUID)
     └── CommandError(OSError)        an external command failed; carries argv, code, stderr
 
 Each class knows its exit code. The CLI prints ``jetpack: <str(err)>`` on one line and exits
@@ -104,6 +106,10 @@ class TrustError(JetpackError):
 class StoreError(JetpackError):
     """The image store cannot do what was asked: no such image, an ambiguous prefix,
     missing dependencies, a damaged or busy store."""
+
+
+class PodError(JetpackError):
+    """A pod cannot be planned, prepared, run, entered, stopped or removed."""
 
 
 class CommandError(JetpackError, OSError):
