@@ -25,6 +25,7 @@ from jetpack.cli.discover import discover
 from jetpack.cli.fetch import fetch
 from jetpack.cli.image import image
 from jetpack.cli.options import CliState
+from jetpack.cli.pod import COMMANDS as POD_COMMANDS
 from jetpack.cli.serve import push, serve
 from jetpack.cli.system import info, init, version
 from jetpack.cli.trust import trust, untrust
@@ -71,7 +72,20 @@ def cli(state: CliState, data_dir: Path | None, config_file: Path | None, debug:
     _ = state.config
 
 
-for command in (aci, image, fetch, discover, trust, untrust, serve, push, init, info, version):
+for command in (
+    aci,
+    image,
+    fetch,
+    discover,
+    trust,
+    untrust,
+    serve,
+    push,
+    init,
+    info,
+    version,
+    *POD_COMMANDS,
+):
     cli.add_command(command)
 
 

@@ -18,6 +18,7 @@ import pytest
 from jetpack.command import run
 from jetpack.config import Config, StorageConfig
 from jetpack.errors import StoreError
+from jetpack.mountinfo import is_mountpoint, mounts
 from jetpack.store.backend import Backend
 from jetpack.store.backends import (
     CopyBackend,
@@ -27,7 +28,6 @@ from jetpack.store.backends import (
     kernel_has_overlay,
     make_backend,
 )
-from jetpack.store.backends._mounts import is_mountpoint, mounts
 from jetpack.store.zfs import Dataset
 from tests.fixtures import xattrs_supported
 from tests.store.zfs_fixture import unmount_under

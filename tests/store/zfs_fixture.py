@@ -39,7 +39,7 @@ import pytest
 
 from jetpack.command import run
 from jetpack.errors import CommandError
-from jetpack.store.backends._mounts import mounts
+from jetpack.mountinfo import mounts
 
 ZFS_FUSE = "/usr/sbin/zfs-fuse"
 POOL_SIZE = 512 << 20

@@ -15,8 +15,9 @@ import os
 from pathlib import Path
 
 from jetpack.errors import StoreError
+from jetpack.mountinfo import mounts
 from jetpack.store.backends._dirtrees import DirectoryTrees, remove_tree_dir
-from jetpack.store.backends._mounts import mount, mounts, unmount
+from jetpack.syscalls import mount, unmount
 
 
 def _option_path(path: Path) -> str:

@@ -26,9 +26,10 @@ import re
 from pathlib import Path
 
 from jetpack.errors import CommandError, StoreError
+from jetpack.mountinfo import is_mountpoint
 from jetpack.store.backend import Backend
-from jetpack.store.backends._mounts import MS_BIND, is_mountpoint, mount, unmount
 from jetpack.store.zfs import Dataset, list_datasets
+from jetpack.syscalls import MS_BIND, mount, unmount
 
 SEAL = "seal"
 APP_DIR_PROP = "jetpack:app_dir"

@@ -1,0 +1,334 @@
+"""Stage0: turn a reified pod manifest into a prepared pod, start it, remove it.
+
+``prepare`` does every decision and every check that can fail before a pod starts, with
+the pod's lock held and nothing published until the end: each app's rootfs from the
+store's backend; users and groups looked up in that rootfs; mount targets created inside
+it with symlinks resolved as the app would see them (never through to the host); empty
+volumes with their mode and owner; /etc/hosts and /etc/resolv.conf. It writes the result
+as stage1's ``launch`` file. Any failure removes everything it made.
+
+``exec_stage1`` moves a prepared pod to ``run`` and replaces this process with stage1,
+handing it the pod's lock; ``remove`` releases a pod's rootfs and deletes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+from jetpack.errors import JetpackError, PodError
+from jetpack.runtime import rootfs as inroot
+from jetpack.runtime.pods import Pod, Pods, PodState, now, remove_dir
+from jetpack.schema.app import App
+from jetpack.schema.pod import PodManifest, RuntimeApp, Volume
+from jetpack.store.store import Store
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ACE_NAME = "jetpack"
+HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+
+NetMode = Literal["host", "none"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeOptions:
+    """What a pod gets beyond its manifest (``jetpack run`` pod options)."""
+
+    hostname: str | None = None
+    net: NetMode = "host"
+    dns: tuple[str, ...] = ()
+    interactive: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hostname": self.hostname,
+            "net": self.net,
+            "dns": list(self.dns),
+            "interactive": self.interactive,
+        }
+
+
+def hostname_for(uuid: str) -> str:
+    return f"jetpack-{uuid}"
+
+
+def prepare(
+    store: Store,
+    pods: Pods,
+    manifest: PodManifest,
+    options: RuntimeOptions,
+    *,
+    on_created: Callable[[Pod], None] = lambda _pod: None,
+) -> Pod:
+    """Prepare a pod for ``manifest``; return it in ``prepared``, still locked by us.
+
+    ``on_created`` is called with the pod as soon as it has a UUID (``--uuid-file-save``).
+
+    Raises:
+        PodError, StoreError: the pod cannot be prepared; nothing of it is left.
+    """
+    if not manifest.apps:
+        raise PodError("cannot prepare a pod", "it has no apps", "name at least one image")
+    if options.interactive and len(manifest.apps) != 1:
+        raise PodError("cannot prepare an interactive pod", "--interactive takes exactly one app")
+    _check_volume_sources(
+        [
+            *manifest.volumes,
+            *(m.app_volume for a in manifest.apps for m in a.mounts if m.app_volume),
+        ]
+    )
+    pod = pods.create()
+    try:
+        on_created(pod)
+        hostname = options.hostname or hostname_for(pod.uuid)
+        runtime: dict[str, Any] = {
+            "created": now(),
+            "apps": [str(app.name) for app in manifest.apps],
+            "images": {str(app.name): str(app.image.id) for app in manifest.apps},
+            "trees": {},
+            "backend": store.backend.name,
+            **options.to_json(),
+            "hostname": hostname,
+        }
+        # Written before anything is rendered, so a concurrent image GC sees the images.
+        pod.write("runtime.json", runtime)
+        (pod.path / "logs").mkdir(mode=0o700)
+        pod.data_dir.mkdir(mode=0o700)
+        launch_apps = []
+        volumes = _make_volumes(pod, manifest)
+        for app in manifest.apps:
+            tree = store.render(str(app.image.id))
+            runtime["trees"][str(app.name)] = tree.key
+            pod.write("runtime.json", runtime)
+            app_dir = pod.app_dir(str(app.name))
+            app_dir.mkdir(mode=0o700, parents=True)
+            root = store.backend.create_rootfs(tree.key, app_dir)
+            image_app = store.get(str(app.image.id))
+            effective = app.app or (image_app.manifest.app if image_app else None)
+            if effective is None:
+                raise PodError(
+                    f"cannot prepare app {app.name}",
+                    f"its image {app.image.name or app.image.id} has no app to run",
+                    "give --exec",
+                )
+            launch_apps.append(_launch_app(str(app.name), effective, root, app, volumes))
+            _write_network_files(root, hostname, options.dns)
+        launch = {
+            "uuid": pod.uuid,
+            "hostname": hostname,
+            "net": options.net,
+            "interactive": options.interactive,
+            "apps": launch_apps,
+        }
+        (pod.path / "launch").write_bytes(marshal.dumps(launch))
+        (pod.path / "pod").write_bytes(manifest.dumps(pretty=True) + b"\n")
+        pod.move(PodState.PREPARED)
+    except BaseException:
+        with contextlib.suppress(JetpackError, OSError):
+            discard(store, pod)
+        raise
+    return pod
+
+
+def _check_volume_sources(volumes: Iterable[Volume]) -> None:
+    for volume in volumes:
+        if volume.kind == "host" and volume.source and not os.path.lexists(volume.source):
+            raise PodError(
+                f"cannot use volume {volume.name}",
+                f"its source {volume.source} does not exist",
+                "create it, or fix source= in --volume",
+            )
+
+
+def _make_volumes(pod: Pod, manifest: PodManifest) -> dict[str, tuple[Volume, str]]:
+    """Each pod volume and its host path; empty volumes are created here, shared by every
+    app that mounts them."""
+    found: dict[str, tuple[Volume, str]] = {}
+    app_volumes = [m.app_volume for a in manifest.apps for m in a.mounts if m.app_volume]
+    for volume in (*manifest.volumes, *app_volumes):
+        if str(volume.name) in found:
+            continue
+        if volume.kind == "host":
+            assert volume.source is not None
+            found[str(volume.name)] = (volume, volume.source)
+            continue
+        path = pod.volume_dir(str(volume.name))
+        path.mkdir(mode=0o700, parents=True)
+        os.chown(path, volume.effective_uid, volume.effective_gid)
+        path.chmod(volume.effective_mode)
+        found[str(volume.name)] = (volume, str(path))
+    return found
+
+
+def _launch_app(
+    name: str,
+    app: App,
+    root: Path,
+    runtime_app: RuntimeApp,
+    volumes: dict[str, tuple[Volume, str]],
+) -> dict[str, Any]:
+    """Stage1's description of one app: plain values only."""
+    if not app.exec:
+        raise PodError(f"cannot prepare app {name}", "its image sets no exec", "give --exec CMD")
+    uid = inroot.resolve_user(root, app.user)
+    gid = inroot.resolve_group(root, app.group)
+    env: dict[str, str] = {
+        "PATH": DEFAULT_PATH,
+        "AC_APP_NAME": name,
+        "container": ACE_NAME,
+    }
+    env.update(app.environment)
+    env["AC_APP_NAME"] = name
+    mounts: list[dict[str, Any]] = [
+        # pivot_root needs the rootfs to be a mount point of its own, and a read-only
+        # rootfs is a remount of exactly this one.
+        {"kind": "bind", "source": str(root), "target": str(root), "recursive": True},
+        {"kind": "proc", "target": str(inroot.make_dirs(root, "/proc"))},
+        {"kind": "sysfs", "target": str(inroot.make_dirs(root, "/sys"))},
+        {"kind": "dev", "target": str(inroot.make_dirs(root, "/dev"))},
+    ]
+    read_only_points = {mp.path.rstrip("/") or "/" for mp in app.mount_points if mp.read_only}
+    for mount in runtime_app.mounts:
+        entry = volumes.get(str(mount.volume))
+        if entry is None:
+            raise PodError(f"cannot prepare app {name}", f"the pod has no volume {mount.volume}")
+        volume, source = entry
+        if Path(source).is_dir():
+            target = inroot.make_dirs(root, mount.path)
+        else:
+            target = inroot.make_file(root, mount.path)
+        mounts.append(
+            {
+                "kind": "bind",
+                "source": source,
+                "target": str(target),
+                "recursive": volume.effective_recursive,
+                "read_only": volume.effective_read_only
+                or (mount.path.rstrip("/") or "/") in read_only_points,
+            }
+        )
+    handlers = {h.name: list(h.exec) for h in app.event_handlers}
+    return {
+        "name": name,
+        "root": str(root),
+        "read_only": bool(runtime_app.read_only_root_fs),
+        "exec": list(app.exec),
+        "env": list(env.items()),
+        "uid": uid,
+        "gid": gid,
+        "groups": list(app.supplementary_gids),
+        "cwd": app.working_directory or "/",
+        "pre_start": handlers.get("pre-start"),
+        "post_stop": handlers.get("post-stop"),
+        "mounts": mounts,
+    }
+
+
+def _write_network_files(root: Path, hostname: str, dns: tuple[str, ...]) -> None:
+    if not inroot.exists(root, "/etc/hosts"):
+        hosts = (
+            f"127.0.0.1\tlocalhost localhost.localdomain {hostname}\n"
+            f"::1\tlocalhost ip6-localhost ip6-loopback {hostname}\n"
+        )
+        inroot.write_file(root, "/etc/hosts", hosts.encode())
+    if dns:
+        resolv = "".join(f"nameserver {server}\n" for server in dns).encode()
+    else:
+        try:
+            resolv = HOST_RESOLV_CONF.read_bytes()
+        except OSError:
+            return
+    inroot.write_file(root, "/etc/resolv.conf", resolv)
+
+
+# -- starting ---------------------------------------------------------------------------
+
+
+def stage1_argv(pod: Pod) -> list[str]:
+    """The command that becomes stage1: this interpreter, without site (its import costs
+    milliseconds per pod), finding the jetpack package where this one was found."""
+    package_parent = str(Path(__file__).resolve().parents[2])
+    boot = (
+        f"import sys; sys.path.insert(0, {package_parent!r}); "
+        "from jetpack.runtime.stage1 import main; main()"
+    )
+    assert pod.lock_fd is not None
+    return [sys.executable, "-S", "-E", "-c", boot, str(pod.path), str(pod.lock_fd)]
+
+
+def exec_stage1(pod: Pod) -> NoReturn:
+    """Move the prepared pod (locked by us) to ``run`` and become its stage1."""
+    if pod.lock_fd is None and not pod.lock():
+        raise PodError(f"cannot run pod {pod.uuid}", "another process holds it")
+    pod.move(PodState.RUN)
+    argv = stage1_argv(pod)
+    assert pod.lock_fd is not None
+    os.set_inheritable(pod.lock_fd, True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
+# -- removing ---------------------------------------------------------------------------
+
+
+def discard(store: Store, pod: Pod) -> None:
+    """Release every app rootfs of ``pod`` and delete it (its lock must be ours or free)."""
+    runtime = pod.read("runtime.json") or {}
+    backend = runtime.get("backend", store.backend.name)
+    if backend != store.backend.name:
+        raise PodError(
+            f"cannot remove pod {pod.uuid}",
+            f"its rootfs were made by the {backend} backend, not {store.backend.name}",
+            f"set storage.backend = {backend!r} to remove it",
+        )
+    apps_dir = pod.data_dir / "apps"
+    if apps_dir.is_dir():
+        for app_dir in sorted(apps_dir.iterdir()):
+            store.backend.release_rootfs(app_dir)
+    _remove_data(pod.data_dir)
+    remove_dir(pod.path)
+    pod.unlock()
+
+
+def _remove_data(path: Path) -> None:
+    from jetpack.aci.extract import remove_tree
+    from jetpack.mountinfo import mounts
+
+    inside = [m.target for m in mounts() if m.target == path or path in m.target.parents]
+    if inside:
+        raise PodError(
+            f"cannot remove {path}",
+            f"still mounted: {', '.join(map(str, inside[:3]))}",
+            "unmount it, then run jetpack gc",
+        )
+    try:
+        remove_tree(path)
+    except OSError as err:
+        raise PodError(f"cannot remove {path}", err.strerror or str(err)) from err
+
+
+def remove(store: Store, pod: Pod) -> None:
+    """Delete a pod that does not run: move it to garbage first (so a crash half-way is
+    finished by gc), then release and delete.
+
+    Raises:
+        PodError: the pod runs or is being prepared or removed by another process.
+    """
+    if not pod.lock():
+        raise PodError(
+            f"cannot remove pod {pod.uuid}",
+            "it is running or busy",
+            f"stop it first: jetpack stop {pod.uuid}",
+        )
+    if pod.state == PodState.RUN:
+        pod.move(PodState.EXITED_GARBAGE)
+    elif pod.state in (PodState.EMBRYO, PodState.PREPARE, PodState.PREPARED):
+        pod.move(PodState.GARBAGE)
+    discard(store, pod)
