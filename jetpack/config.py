@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import base64
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -583,8 +582,7 @@ def load_config(
     path = config_file or Path(env.get(ENV_CONFIG_FILE) or DEFAULT_CONFIG_FILE)
     raw: dict[str, Any] = {}
     try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
+        data = path.read_bytes()
     except FileNotFoundError:
         if explicit:
             raise ConfigError(
@@ -592,8 +590,13 @@ def load_config(
             ) from None
     except OSError as err:
         raise ConfigError(f"cannot read configuration {path}", err.strerror or str(err)) from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"invalid configuration {path}", f"not valid TOML: {err}") from err
+    else:
+        import tomllib  # 6 ms of start-up: only when there is a file to read
+
+        try:
+            raw = tomllib.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"invalid configuration {path}", f"not valid TOML: {err}") from err
 
     table = dict(raw)
     file_dir = _take(table, "data-dir")

@@ -16,8 +16,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # not typing's: stage1 must not import typing (7 ms)
 if TYPE_CHECKING:
     from typing import TypeAlias
 

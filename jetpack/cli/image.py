@@ -214,10 +214,12 @@ def verify(state: CliState, refs: tuple[str, ...]) -> None:
 @pass_state
 def gc(state: CliState, grace_period: float) -> None:
     """Remove rendered trees no pod uses and images unused for the grace period."""
+    from jetpack.runtime.pods import Pods, in_use
     from jetpack.store import open_store
 
+    pods = Pods(state.config.data_dir / "pods")
     with open_store(state.config, create=False) as store:
-        report = store.gc(grace_seconds=grace_period)
+        report = store.gc(grace_seconds=grace_period, in_use=lambda: in_use(pods))
     for key in report.trees:
         click.echo(f"removed tree {key}")
     for ident in report.images:

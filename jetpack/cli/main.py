@@ -20,15 +20,7 @@ from pathlib import Path
 import click
 
 from jetpack import __version__
-from jetpack.cli.aci import aci
-from jetpack.cli.discover import discover
-from jetpack.cli.fetch import fetch
-from jetpack.cli.image import image
 from jetpack.cli.options import CliState
-from jetpack.cli.pod import COMMANDS as POD_COMMANDS
-from jetpack.cli.serve import push, serve
-from jetpack.cli.system import info, init, version
-from jetpack.cli.trust import trust, untrust
 from jetpack.errors import JetpackError
 
 EXIT_USAGE = 2
@@ -41,7 +33,55 @@ _NoArgsIsHelp: type[click.UsageError] = getattr(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Each command's module, imported only when that command runs (or help lists them all):
+# importing every module costs ~60 ms, more than a whole pod start is allowed.
+COMMANDS = {
+    "aci": "jetpack.cli.aci:aci",
+    "cat-manifest": "jetpack.cli.pod:cat_manifest",
+    "discover": "jetpack.cli.discover:discover",
+    "enter": "jetpack.cli.pod:enter",
+    "fetch": "jetpack.cli.fetch:fetch",
+    "gc": "jetpack.cli.pod:gc",
+    "image": "jetpack.cli.image:image",
+    "info": "jetpack.cli.system:info",
+    "init": "jetpack.cli.system:init",
+    "list": "jetpack.cli.pod:list_pods",
+    "logs": "jetpack.cli.pod:logs",
+    "prepare": "jetpack.cli.pod:prepare",
+    "push": "jetpack.cli.serve:push",
+    "rm": "jetpack.cli.pod:rm",
+    "run": "jetpack.cli.pod:run",
+    "run-prepared": "jetpack.cli.pod:run_prepared",
+    "serve": "jetpack.cli.serve:serve",
+    "status": "jetpack.cli.pod:status",
+    "stop": "jetpack.cli.pod:stop",
+    "trust": "jetpack.cli.trust:trust",
+    "untrust": "jetpack.cli.trust:untrust",
+    "version": "jetpack.cli.system:version",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported when used (see COMMANDS)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        import importlib
+
+        module, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--dir",
     "data_dir",
@@ -70,23 +110,6 @@ def cli(state: CliState, data_dir: Path | None, config_file: Path | None, debug:
         logging.basicConfig(level=logging.DEBUG, format="jetpack: %(name)s: %(message)s")
     # Load it now, so a broken --config fails every command alike, once, before any work.
     _ = state.config
-
-
-for command in (
-    aci,
-    image,
-    fetch,
-    discover,
-    trust,
-    untrust,
-    serve,
-    push,
-    init,
-    info,
-    version,
-    *POD_COMMANDS,
-):
-    cli.add_command(command)
 
 
 def _one_line(text: str) -> str:

@@ -229,8 +229,11 @@ class PodStatus:
         apps: dict[str, dict[str, Any]] = {}
         for name in runtime.get("apps", []):
             apps[name] = dict(status.get("apps", {}).get(name, {}))
-            if "state" not in apps[name]:
+            app_state = apps[name].get("state")
+            if app_state is None:
                 apps[name]["state"] = "exited" if state == "exited" else "prepared"
+            elif state == "exited" and app_state != "exited":
+                apps[name]["state"] = "killed"  # its PID 1 died without recording an exit
         return cls(
             uuid=pod.uuid,
             state=state,
