@@ -144,7 +144,14 @@ def _prepare(state: CliState, params: dict[str, Any]) -> Pod:
             manifest = plan.reify(
                 apps, images, volumes=volumes, environment=env, annotations=annotations
             )
-        return prepare(store, _pods(state), manifest, options, on_created=save_uuid)
+        return prepare(
+            store,
+            _pods(state),
+            manifest,
+            options,
+            on_created=save_uuid,
+            warn=lambda text: click.echo(f"jetpack: warning: {text}", err=True),
+        )
 
 
 def _image(
