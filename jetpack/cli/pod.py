@@ -160,6 +160,9 @@ def _image(
     """The image ``ref`` names: from the store when the pull policy allows, else fetched."""
     from jetpack.errors import StoreError
 
+    if ref.startswith("sha512-"):  # an image ID names what the store has; nothing to fetch
+        record = store.resolve(ref)
+        return record.id, record.manifest
     if params["pull_policy"] != "update" and "://" not in ref and not Path(ref).exists():
         try:
             record = store.resolve(ref)
@@ -319,7 +322,21 @@ def list_pods(state: CliState, output_format: str, full: bool) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-@click.command()
+class _WaitCommand(click.Command):
+    """``--wait`` alone waits for ever; a limit is only ``--wait=DURATION`` (as in rkt), so
+    ``status --wait UUID`` does not take the UUID for a duration."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            head, tail = args[:cut], args[cut:]
+        else:
+            head, tail = args, []
+        head = ["--wait=forever" if arg == "--wait" else arg for arg in head]
+        return super().parse_args(ctx, head + tail)
+
+
+@click.command(cls=_WaitCommand)
 @click.option(
     "--wait",
     "wait",

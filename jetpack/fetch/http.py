@@ -144,6 +144,12 @@ class HttpClient:
             except (TimeoutError, aiohttp.ClientError) as err:
                 why, hint = _reason(err)
                 raise FetchError(f"cannot fetch {current}", why, hint) from err
+            except UnicodeError as err:  # the resolver's IDNA step: a label over 63 chars
+                raise FetchError(
+                    f"cannot fetch {current}",
+                    f"its host name is not valid ({err})",
+                    "check the name (DNS labels are at most 63 characters)",
+                ) from err
             location = response.headers.get("Location")
             if response.status in REDIRECTS and location:
                 response.release()

@@ -485,3 +485,12 @@ def test_colon_latest_is_the_image_marked_latest(
     assert len(world.repo.log) == hits
     with world.store() as store:
         assert store.get(ident).latest  # type: ignore[union-attr]
+
+
+def test_a_host_label_too_long_for_dns_is_one_line(world: World, capsys: Capsys) -> None:
+    # The resolver's IDNA step raised UnicodeError, which escaped as an internal error.
+    name = "a" * 70 + ".example/app"
+    assert world.jp("fetch", "-q", name) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("jetpack: cannot discover") and err.count("\n") == 1
+    assert "its host name is not valid" in err and "internal error" not in err
