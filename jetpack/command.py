@@ -7,11 +7,13 @@ failure raises :class:`~jetpack.errors.CommandError` carrying argv, exit status 
 from __future__ import annotations
 
 import logging
-import shlex
-import subprocess
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from jetpack.errors import CommandError
+
+if TYPE_CHECKING:
+    import subprocess
 
 log = logging.getLogger("jetpack.command")
 
@@ -28,6 +30,11 @@ def run(
     Raises:
         CommandError: the program is missing, or it exited non-zero and ``check`` is set.
     """
+    # Imported here: the store and its backends import this module on every pod start,
+    # and only some backends (copy, zfs) and store operations run a command.
+    import shlex
+    import subprocess
+
     log.debug("+ %s", shlex.join(argv))
     try:
         proc = subprocess.run(

@@ -64,7 +64,6 @@ The file, with every key this version knows::
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -126,6 +125,8 @@ class Credential:
     def header(self) -> str:
         if self.type == "bearer":
             return f"Bearer {self.token}"
+        import base64  # only fetches with basic credentials: not on every command's path
+
         raw = f"{self.user}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode()
 

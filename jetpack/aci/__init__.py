@@ -17,14 +17,18 @@ How the parts fit::
 Everything is pure file I/O on paths and file objects given by the caller; nothing prints.
 """
 
-from jetpack.aci.build import build_aci, validate_layout, write_aci
-from jetpack.aci.compression import Compression, detect_compression
-from jetpack.aci.extract import extract_aci, remove_tree
-from jetpack.aci.options import ACIInfo, ExtractLimits, ExtractOptions
-from jetpack.aci.patch import patch_aci
-from jetpack.aci.reader import read_aci
-from jetpack.aci.stream import image_id
+from typing import TYPE_CHECKING
+
 from jetpack.errors import ACIError
+
+if TYPE_CHECKING:
+    from jetpack.aci.build import build_aci, validate_layout, write_aci
+    from jetpack.aci.compression import Compression, detect_compression
+    from jetpack.aci.extract import extract_aci, remove_tree
+    from jetpack.aci.options import ACIInfo, ExtractLimits, ExtractOptions
+    from jetpack.aci.patch import patch_aci
+    from jetpack.aci.reader import read_aci
+    from jetpack.aci.stream import image_id
 
 __all__ = [
     "ACIError",
@@ -42,3 +46,37 @@ __all__ = [
     "validate_layout",
     "write_aci",
 ]
+
+# The names above are loaded on first use (PEP 562): a submodule such as
+# ``jetpack.aci.options`` imports this package first, and the pod start path, which needs
+# only that, must not pay for the tar codec, the builder and the compressors.
+_SUBMODULE = {
+    "build_aci": "build",
+    "validate_layout": "build",
+    "write_aci": "build",
+    "Compression": "compression",
+    "detect_compression": "compression",
+    "extract_aci": "extract",
+    "remove_tree": "extract",
+    "ACIInfo": "options",
+    "ExtractLimits": "options",
+    "ExtractOptions": "options",
+    "patch_aci": "patch",
+    "read_aci": "reader",
+    "image_id": "stream",
+}
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        submodule = _SUBMODULE.get(name)
+        if submodule is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from importlib import import_module
+
+        value = getattr(import_module(f"{__name__}.{submodule}"), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Final, Literal, TypeAlias
 
 from jetpack.errors import ManifestError
@@ -64,7 +65,10 @@ SECCOMP_ALL: Final = "@appc.io/all"
 
 Scope = Literal["app", "pod"]
 
-_ERRNO = re.compile(r"E[A-Z0-9]+")
+
+@cache
+def _errno() -> re.Pattern[str]:
+    return re.compile(r"E[A-Z0-9]+")  # compiled on first use: seccomp isolators are rare
 
 
 @dataclass(frozen=True)
@@ -186,7 +190,7 @@ def _seccomp(value: JSONValue) -> SeccompSet:
         if entry.startswith("@appc.io/") and entry not in (SECCOMP_EMPTY, SECCOMP_ALL):
             raise ManifestError(f"set[{i}]", f"unknown special value {quote(entry)}")
     errno = fields.opt_str("errno")
-    if errno and not _ERRNO.fullmatch(errno):
+    if errno and not _errno().fullmatch(errno):
         raise ManifestError(
             "errno", f"{quote(errno)} is not an errno name", "upper case, e.g. EPERM or ENOTSUP"
         )

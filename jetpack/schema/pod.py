@@ -12,6 +12,7 @@ import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Final, Literal
 
 from jetpack.errors import ManifestError
@@ -50,7 +51,11 @@ from jetpack.schema.types import (
 POD_MANIFEST_KIND: Final = "PodManifest"
 VolumeKind = Literal["host", "empty"]
 EMPTY_VOLUME_DEFAULT_MODE = "0755"
-_MODE = re.compile(r"0?[0-7]{1,4}")
+
+
+@cache
+def _mode() -> re.Pattern[str]:
+    return re.compile(r"0?[0-7]{1,4}")  # compiled on first use: few pods set a mode
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +92,7 @@ class Volume:
         elif self.kind == "empty":
             if self.source is not None:
                 raise ManifestError("source", "applies to host volumes only, not to empty volumes")
-            if self.mode is not None and not _MODE.fullmatch(self.mode):
+            if self.mode is not None and not _mode().fullmatch(self.mode):
                 raise ManifestError("mode", f"{quote(self.mode)} is not an octal mode such as 0755")
             for key, value in (("uid", self.uid), ("gid", self.gid)):
                 if value is not None and not 0 <= value <= MAX_ID:

@@ -16,33 +16,48 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal
-from fractions import Fraction
-from typing import Final
+from functools import cache
+from typing import TYPE_CHECKING, Final
 
 from jetpack.errors import ManifestError
 from jetpack.schema._json import quote
 
-_QUANTITY = re.compile(
-    r"([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
-    r"(?:([eE][+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkKMGTPE])?)"
-)
+if TYPE_CHECKING:
+    from fractions import Fraction
 
-# "K" is not in Kubernetes (nor in the Go code, which rejects "1K"), but the spec text
-# lists "E, P, T, G, M, K" as the metric suffixes, so it is accepted as kilo.
-_DECIMAL_SUFFIX: Final = {
-    "n": Fraction(1, 10**9),
-    "u": Fraction(1, 10**6),
-    "m": Fraction(1, 1000),
-    "": Fraction(1),
-    "k": Fraction(10**3),
-    "K": Fraction(10**3),
-    "M": Fraction(10**6),
-    "G": Fraction(10**9),
-    "T": Fraction(10**12),
-    "P": Fraction(10**15),
-    "E": Fraction(10**18),
-}
+# The schema is imported to start every pod, and most manifests hold no quantity: the
+# pattern, the suffix table and the fractions and decimal modules are loaded on first use.
+
+
+@cache
+def _quantity() -> re.Pattern[str]:
+    return re.compile(
+        r"([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+        r"(?:([eE][+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkKMGTPE])?)"
+    )
+
+
+@cache
+def _decimal_suffix() -> dict[str, Fraction]:
+    from fractions import Fraction
+
+    # "K" is not in Kubernetes (nor in the Go code, which rejects "1K"), but the spec text
+    # lists "E, P, T, G, M, K" as the metric suffixes, so it is accepted as kilo.
+    return {
+        "n": Fraction(1, 10**9),
+        "u": Fraction(1, 10**6),
+        "m": Fraction(1, 1000),
+        "": Fraction(1),
+        "k": Fraction(10**3),
+        "K": Fraction(10**3),
+        "M": Fraction(10**6),
+        "G": Fraction(10**9),
+        "T": Fraction(10**12),
+        "P": Fraction(10**15),
+        "E": Fraction(10**18),
+    }
+
+
 _BINARY_SUFFIX: Final = {
     "Ki": 2**10,
     "Mi": 2**20,
@@ -59,9 +74,11 @@ _MAX_EXPONENT: Final = 40
 
 
 def _parse_text(text: str) -> Fraction:
+    from fractions import Fraction
+
     if len(text) > _MAX_TEXT:
         raise ManifestError("", f"{quote(text)} is not a valid quantity (too long)")
-    match = _QUANTITY.fullmatch(text)
+    match = _quantity().fullmatch(text)
     if match is None:
         raise ManifestError(
             "", f"{quote(text)} is not a valid quantity", "e.g. 500m, 2, 1.5, 128M, 512Mi, 1e3"
@@ -76,7 +93,7 @@ def _parse_text(text: str) -> Fraction:
     elif suffix in _BINARY_SUFFIX:
         value *= _BINARY_SUFFIX[suffix]
     else:
-        value *= _DECIMAL_SUFFIX[suffix or ""]
+        value *= _decimal_suffix()[suffix or ""]
     return -value if sign == "-" else value
 
 
@@ -95,6 +112,9 @@ class Quantity:
     value: Fraction = field(init=False)
 
     def __post_init__(self) -> None:
+        from decimal import Decimal
+        from fractions import Fraction
+
         raw = self.raw
         if isinstance(raw, bool) or not isinstance(raw, str | int | float):
             raise ManifestError("", f"expected a quantity string, got {type(raw).__name__}")

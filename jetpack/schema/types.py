@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
+from functools import cache
 from typing import Any, ClassVar, Final, Self
 from urllib.parse import urlsplit
 
@@ -44,13 +45,30 @@ _SEMVER = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
 )
 _IMAGE_ID = re.compile(r"sha512-[0-9a-f]{128}")
-_IMAGE_ID_PREFIX = re.compile(r"sha512-[0-9a-f]{2,128}")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-# RFC 3339 section 5.6 date-time; the spec insists on the "T" separator.
-_RFC3339 = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
-    r"(Z|[+-]([0-9]{2}):([0-9]{2}))"
-)
+
+
+# The patterns below are compiled on first use: most processes never match them, and
+# compiling costs start-up time (this module is imported to start every pod).
+@cache
+def _image_id_prefix() -> re.Pattern[str]:
+    return re.compile(r"sha512-[0-9a-f]{2,128}")
+
+
+@cache
+def _uuid() -> re.Pattern[str]:
+    return re.compile(
+        r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    )
+
+
+@cache
+def _rfc3339() -> re.Pattern[str]:
+    # RFC 3339 section 5.6 date-time; the spec insists on the "T" separator.
+    return re.compile(
+        r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+        r"(Z|[+-]([0-9]{2}):([0-9]{2}))"
+    )
+
 
 #: os label value -> the arch label values allowed with it (Go's ``types.ValidOSArch``).
 OS_ARCH: Final[Mapping[str, frozenset[str]]] = FrozenDict(
@@ -213,7 +231,7 @@ def validate_image_id_prefix(s: object, path: str = "") -> str:
     """
     _need_str(s, path, "an image ID prefix")
     assert isinstance(s, str)
-    if not _IMAGE_ID_PREFIX.fullmatch(s):
+    if not _image_id_prefix().fullmatch(s):
         raise ManifestError(
             path,
             f"{quote(s)} is not a valid image ID prefix",
@@ -229,7 +247,7 @@ def validate_uuid(s: object, path: str = "") -> str:
     """
     _need_str(s, path, "a UUID")
     assert isinstance(s, str)
-    if not _UUID.fullmatch(s):
+    if not _uuid().fullmatch(s):
         raise ManifestError(
             path, f"{quote(s)} is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
         )
@@ -250,7 +268,7 @@ def validate_env_name(s: object, path: str = "") -> str:
 
 def validate_timestamp(s: str, path: str = "") -> datetime:
     """Parse an RFC 3339 date-time (``2014-10-27T19:32:27.67021798Z``)."""
-    match = _RFC3339.fullmatch(s)
+    match = _rfc3339().fullmatch(s)
     if match is None:
         raise ManifestError(path, f"{quote(s)} is not an RFC 3339 timestamp")
     year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))

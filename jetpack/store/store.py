@@ -40,13 +40,11 @@ order, so the two never deadlock, and an image cannot disappear under a render.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import hashlib
 import json
 import logging
 import os
-import shutil
 import sqlite3
 import time
 import uuid
@@ -54,16 +52,8 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from jetpack.aci import (
-    ACIInfo,
-    ExtractLimits,
-    ExtractOptions,
-    extract_aci,
-    image_id,
-    remove_tree,
-)
 from jetpack.command import run
 from jetpack.errors import ACIError, ManifestError, StoreError
 from jetpack.schema import Dependency, ImageManifest, parse_image_manifest
@@ -72,7 +62,15 @@ from jetpack.store.backend import Backend
 from jetpack.store.db import Database, connect
 from jetpack.store.durable import fsync_dir, syncfs
 from jetpack.store.locks import FileLock
-from jetpack.store.render import DigestAlgorithm, render_layers, tree_digest
+
+if TYPE_CHECKING:
+    from jetpack.aci.options import ACIInfo, ExtractLimits
+    from jetpack.store.render import DigestAlgorithm, TreeDigest
+
+# Starting a pod opens the store and finds (or renders) its tree: that path must not load
+# what it does not use. Archives (jetpack.aci's tar codec and compressors) are imported by
+# the methods that import, remove, export or verify images, and jetpack.store.render by
+# those that render or digest a tree.
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +225,11 @@ class Store:
     ) -> None:
         self.data_dir = data_dir
         self.backend = backend
-        self.limits = limits or ExtractLimits()
+        if limits is None:
+            from jetpack.aci.options import ExtractLimits
+
+            limits = ExtractLimits()
+        self.limits = limits
         self.blobs = data_dir / "blobs" / "sha512"
         self.layers = data_dir / "layers"
         self.tmp = data_dir / "tmp"
@@ -390,6 +392,12 @@ class Store:
             ACIError: the archive is invalid or hostile; nothing was stored.
             StoreError: the store cannot take it (disk full, damaged store).
         """
+        import concurrent.futures
+
+        from jetpack.aci.extract import extract_aci, remove_tree
+        from jetpack.aci.options import ExtractOptions
+        from jetpack.store.render import tree_digest
+
         self._writable("cannot import image")
         token = uuid.uuid4().hex
         staging = self.tmp / f"import-{token}"
@@ -921,6 +929,8 @@ class Store:
     # -- removal ----------------------------------------------------------------------
 
     def _remove_image_files(self, ident: str) -> None:
+        from jetpack.aci.extract import remove_tree
+
         try:
             with contextlib.suppress(FileNotFoundError):
                 self.blob_path(ident).unlink()
@@ -1029,6 +1039,8 @@ class Store:
 
     def export(self, ident: str, out: Path, *, overwrite: bool = False) -> None:
         """Write the stored ACI, byte for byte as imported, to ``out`` (atomically)."""
+        import shutil
+
         if (out.exists() or out.is_symlink()) and not overwrite:
             raise StoreError(f"cannot export to {out}", "it already exists", "add --overwrite")
         with self._reading("image", ident):
@@ -1104,6 +1116,9 @@ class Store:
         return problems
 
     def _verify_image(self, record: ImageRecord) -> list[Problem]:
+        from jetpack.aci.stream import image_id
+        from jetpack.store.render import tree_digest
+
         subject = record.short_id
         problems: list[Problem] = []
         blob = self.blob_path(record.id)
@@ -1134,6 +1149,8 @@ class Store:
         return problems
 
     def _verify_tree(self, tree: TreeRecord) -> list[Problem]:
+        from jetpack.store.render import tree_digest
+
         subject = f"tree {tree.short_key}"
         if not self.backend.has_tree(tree.key):
             return [Problem(subject, "rendered tree is missing")]
@@ -1220,6 +1237,15 @@ class Store:
         return swept
 
 
+def render_layers(
+    layers: Sequence[Path], dest: Path, whitelist: Sequence[str] = (), *, hardlink: bool = True
+) -> TreeDigest:
+    """:func:`jetpack.store.render.render_layers`, its module imported on first use."""
+    from jetpack.store import render
+
+    return render.render_layers(layers, dest, whitelist, hardlink=hardlink)
+
+
 def _marks(items: Sequence[object]) -> str:
     return ", ".join("?" * len(items))
 
@@ -1240,6 +1266,8 @@ def _reason(err: StoreError) -> str:
 
 
 def _remove(path: Path) -> None:
+    from jetpack.aci.extract import remove_tree
+
     try:
         remove_tree(path)
     except OSError as err:
@@ -1285,6 +1313,8 @@ def _copy_tree(source: Path, dest: Path, *, rootfs_only: bool) -> None:
     place; an existing ``dest`` is moved into the staging directory first and deleted
     with it only once the new one is in place (or moved back if that rename fails).
     """
+    from jetpack.aci.extract import remove_tree
+
     what = f"cannot write {dest}"
     staging = dest.absolute().parent / f".{dest.name}.jetpack-{uuid.uuid4().hex[:12]}"
     out, old = staging / "new", staging / "old"

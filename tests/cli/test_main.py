@@ -97,3 +97,44 @@ def test_cheap_startup_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_pod_start_path_imports_nothing_it_does_not_use() -> None:
+    # `jetpack run IMAGE` (image stored, tree rendered) must start in well under 100 ms: the
+    # modules it imports may not pull in the archive code (tar codec, builder, extractor,
+    # compressors), tree rendering, the other storage backends, subprocess or the thread
+    # pool, nor (resolving a name) meta discovery. Those load where a command needs them.
+    modules = (
+        "jetpack.cli.pod",
+        "jetpack.runtime.plan",
+        "jetpack.runtime.stage0",
+        "jetpack.store",
+        "jetpack.store.backends",
+        "jetpack.store.backends.overlay",
+        "jetpack.discovery.appstring",
+    )
+    unused = (
+        "jetpack.aci.tarformat",
+        "jetpack.aci.build",
+        "jetpack.aci.extract",
+        "jetpack.aci.compression",
+        "jetpack.store.render",
+        "jetpack.store.zfs",
+        "jetpack.mountinfo",
+        "jetpack.discovery.meta",
+        "concurrent.futures",
+        "subprocess",
+        "fractions",
+        "base64",
+        "tomllib",
+        "aiohttp",
+        "lxml",
+        "gnupg",
+        "isal",
+    )
+    code = (
+        f"import sys; import {', '.join(modules)}; "
+        f"print([n for n in {unused!r} if n in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

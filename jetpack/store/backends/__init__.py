@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from jetpack.config import Config
 from jetpack.errors import StoreError
 from jetpack.store.backend import Backend
-from jetpack.store.backends.copy import CopyBackend
-from jetpack.store.backends.overlay import OverlayBackend
-from jetpack.store.backends.zfs import ZFSBackend
+
+if TYPE_CHECKING:
+    from jetpack.config import Config
+    from jetpack.store.backends.copy import CopyBackend
+    from jetpack.store.backends.overlay import OverlayBackend
+    from jetpack.store.backends.zfs import ZFSBackend
 
 __all__ = [
     "Backend",
@@ -44,10 +47,16 @@ def make_backend(config: Config) -> Backend:
     """The backend ``config.storage.backend`` names, or the host's default."""
     name = config.storage.backend or default_backend()
     if name == "copy":
+        from jetpack.store.backends.copy import CopyBackend
+
         return CopyBackend(config.data_dir)
     if name == "overlay":
+        from jetpack.store.backends.overlay import OverlayBackend
+
         return OverlayBackend(config.data_dir)
     if name == "zfs":
+        from jetpack.store.backends.zfs import ZFSBackend
+
         dataset = config.storage.zfs_dataset
         if not dataset:
             raise StoreError(
@@ -58,3 +67,27 @@ def make_backend(config: Config) -> Backend:
         mountpoint = config.storage.zfs_mountpoint or config.data_dir / "zfs"
         return ZFSBackend(dataset, mountpoint)
     raise StoreError(f"unknown storage backend {name!r}", hint="use overlay, zfs or copy")
+
+
+# Each backend module is imported when it is chosen (or named, PEP 562): a pod start needs
+# one backend, not the others' modules (the zfs wrapper, the mount table parser).
+_MODULES = {
+    "CopyBackend": "copy",
+    "OverlayBackend": "overlay",
+    "ZFSBackend": "zfs",
+}
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        module = _MODULES.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from importlib import import_module
+
+        value = getattr(import_module(f"{__name__}.{module}"), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

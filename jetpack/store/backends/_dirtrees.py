@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from jetpack.aci import remove_tree
 from jetpack.errors import StoreError
 from jetpack.store.backend import Backend
 from jetpack.store.durable import fsync_dir, syncfs
@@ -27,6 +26,8 @@ def check_name(kind: str, name: str) -> str:
 
 def remove_tree_dir(path: Path) -> None:
     """``rm -rf path``: never follows symlinks, any depth, read-only directories included."""
+    from jetpack.aci.extract import remove_tree  # not at the top: the tar codec comes with it
+
     remove_tree(path)
 
 

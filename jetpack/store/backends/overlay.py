@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 from jetpack.errors import StoreError
-from jetpack.mountinfo import mounts
 from jetpack.store.backends._dirtrees import DirectoryTrees, remove_tree_dir
 from jetpack.syscalls import mount, unmount
 
@@ -76,6 +75,8 @@ class OverlayBackend(DirectoryTrees):
             remove_tree_dir(path)
 
     def _users(self, key: str) -> list[str]:
+        from jetpack.mountinfo import mounts  # only removal looks: not on the pod start path
+
         lower = str(self.tree_path(key) / "rootfs")
         return [
             str(m.target)
