@@ -450,6 +450,8 @@ def _exec_app(spec: dict[str, Any], argv: list[str], attach: bool) -> None:
     for signum in STOPPED_BY | {signal.SIGCHLD, signal.SIGPIPE}:
         signal.signal(signum, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
+    # Whatever the caller of jetpack left open and inheritable stays out of the pod.
+    os.closerange(3, 1 << 20)
     try:
         os.execvpe(argv[0], argv, env)
     except OSError as err:
