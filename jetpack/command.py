@@ -6,16 +6,16 @@ failure raises :class:`~jetpack.errors.CommandError` carrying argv, exit status 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from jetpack.errors import CommandError
+from jetpack.log import get_logger
 
 if TYPE_CHECKING:
     import subprocess
 
-log = logging.getLogger("jetpack.command")
+log = get_logger("jetpack.command")
 
 
 def run(

@@ -10,10 +10,8 @@ command body, so ``jetpack --help`` and the fast commands start quickly.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -107,9 +105,17 @@ def cli(state: CliState, data_dir: Path | None, config_file: Path | None, debug:
     state.config_file = config_file
     state.debug = debug
     if debug:
+        import logging  # ~15 ms: only for --debug
+
         logging.basicConfig(level=logging.DEBUG, format="jetpack: %(name)s: %(message)s")
     # Load it now, so a broken --config fails every command alike, once, before any work.
     _ = state.config
+
+
+def _print_traceback() -> None:
+    import traceback
+
+    traceback.print_exc()
 
 
 def _one_line(text: str) -> str:
@@ -144,7 +150,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 1
     except JetpackError as exc:
         if state.debug:
-            traceback.print_exc()
+            _print_traceback()
         click.echo(f"jetpack: {_one_line(str(exc))}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -155,7 +161,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as exc:
         if state.debug:
-            traceback.print_exc()
+            _print_traceback()
         click.echo(
             f"jetpack: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
             "(run again with --debug for the traceback, and report it)",

@@ -308,14 +308,25 @@ def discard(store: Store, pod: Pod) -> None:
 
 
 def _remove_data(path: Path) -> None:
-    from jetpack.aci.extract import remove_tree
-    from jetpack.mountinfo import mounts
+    """Delete a pod's data directory once the backend released every rootfs in it.
 
-    inside = [m.target for m in mounts() if m.target == path or path in m.target.parents]
-    if inside:
+    Only the places a backend mounts are checked (not the whole mount table, whose size
+    grows with every pod on the host): deleting through a mount left there would delete
+    what it shows.
+    """
+    from jetpack.aci.extract import remove_tree
+
+    apps = path / "apps"
+    candidates = (
+        [p for app in apps.iterdir() for p in (app / "rootfs", app / ".zfs")]
+        if apps.is_dir()
+        else []
+    )
+    still = [str(p) for p in candidates if p.is_mount()]
+    if still:
         raise PodError(
             f"cannot remove {path}",
-            f"still mounted: {', '.join(map(str, inside[:3]))}",
+            f"still mounted: {', '.join(still[:3])}",
             "unmount it, then run jetpack gc",
         )
     try:

@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import sqlite3
 import time
@@ -56,6 +55,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from jetpack.command import run
 from jetpack.errors import ACIError, ManifestError, StoreError
+from jetpack.log import get_logger
 from jetpack.schema import Dependency, ImageManifest, parse_image_manifest
 from jetpack.schema.types import short_id, validate_image_id_prefix
 from jetpack.store.backend import Backend
@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 # the methods that import, remove, export or verify images, and jetpack.store.render by
 # those that render or digest a tree.
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _PREFIX_HINT = "give more digits of the ID, or the image name"
 _VERIFY_HINT = "run 'jetpack image verify'"
