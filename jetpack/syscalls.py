@@ -164,3 +164,62 @@ def loopback_up() -> None:
         request = struct.pack("16sH22x", b"lo", 0)
         flags = struct.unpack("16sH22x", fcntl.ioctl(sock, _SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | _IFF_UP))
+
+
+PR_SET_DUMPABLE = 4
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+_libc.prctl.argtypes = [
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
+
+
+def prctl(option: int, arg: int = 0, arg3: int = 0) -> None:
+    """prctl(2) with up to two arguments."""
+    _check(_libc.prctl(option, arg, arg3, 0, 0), f"prctl {option}")
+
+
+def limit_capabilities(keep: list[int] | tuple[int, ...], last: int) -> None:
+    """Drop every capability but ``keep`` from the bounding set, and clear the ambient set:
+    what this process execs (even a setuid-root program) never holds more than ``keep``."""
+    kept = set(keep)
+    for cap in range(last + 1):
+        if cap not in kept:
+            prctl(PR_CAPBSET_DROP, cap)
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = (
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    )
+
+
+_SYS_MOUNT_SETATTR = 442  # the same on x86_64 and aarch64 (since Linux 5.12)
+_AT_FDCWD = -100
+_AT_RECURSIVE = 0x8000
+_MOUNT_ATTR_RDONLY = 0x1
+
+
+def make_read_only_recursively(target: StrPath) -> None:
+    """mount_setattr(2): the mount at ``target`` and every mount below it read-only, in
+    one step (a remount of the top one alone would leave submounts writable)."""
+    attr = _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0)
+    result = _libc.syscall(
+        _SYS_MOUNT_SETATTR,
+        ctypes.c_int(_AT_FDCWD),
+        os.fsencode(target),
+        ctypes.c_uint(_AT_RECURSIVE),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+    _check(int(result), f"make {os.fsdecode(target)} read-only")

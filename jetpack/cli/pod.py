@@ -219,7 +219,10 @@ def _fetch(state: CliState, store: Store, ref: str, params: dict[str, Any]) -> A
 def _read_pod_manifest(
     state: CliState, store: Store, path: Path, params: dict[str, Any]
 ) -> PodManifest:
+    """The pod manifest in ``path``, its images fetched when missing (and allowed), then
+    completed like a reified one (implied volumes, mount targets checked)."""
     from jetpack.errors import ManifestError
+    from jetpack.runtime.plan import complete
     from jetpack.schema.pod import parse_pod_manifest
 
     try:
@@ -230,8 +233,10 @@ def _read_pod_manifest(
         manifest = parse_pod_manifest(data)
     except ManifestError as err:
         raise err.prefixed(str(path)) from err
+    images: dict[str, ImageManifest] = {}
     for app in manifest.apps:
-        if store.get(str(app.image.id)) is None:
+        record = store.get(str(app.image.id))
+        if record is None:
             if app.image.name is None or params["pull_policy"] == "never":
                 raise PodError(
                     f"image {app.image.id} of app {app.name} is not in the store",
@@ -239,13 +244,14 @@ def _read_pod_manifest(
                     "fetch it first, or give its name in the manifest",
                 )
             labels = "".join(f",{k}={v}" for k, v in app.image.labels.items())
-            fetched = _fetch(state, store, f"{app.image.name}{labels}", params)
-            if fetched.id != app.image.id:
+            record = _fetch(state, store, f"{app.image.name}{labels}", params)
+            if record.id != app.image.id:
                 raise PodError(
                     f"cannot run app {app.name}",
-                    f"{app.image.name} is {fetched.id}, not the {app.image.id} the manifest asks",
+                    f"{app.image.name} is {record.id}, not the {app.image.id} the manifest asks",
                 )
-    return manifest
+        images[str(app.image.id)] = record.manifest
+    return complete(manifest, images)
 
 
 @click.command(context_settings=_RUN_CONTEXT)
@@ -285,7 +291,9 @@ def run_prepared(state: CliState, uuid: str) -> NoReturn:
 
     pod = _pods(state).find(uuid)
     if pod.state != PodState.PREPARED:
-        raise PodError(f"cannot run pod {pod.uuid}", f"it is {pod.state.value}, not prepared")
+        now = pod.status().state
+        why = "it already ran" if pod.state != PodState.PREPARE else f"it is {now}"
+        raise PodError(f"cannot run pod {pod.uuid}", why, "prepare a new one")
     if not pod.lock():
         raise PodError(f"cannot run pod {pod.uuid}", "another process is starting it")
     exec_stage1(pod)

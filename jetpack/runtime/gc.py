@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from jetpack.errors import JetpackError
-from jetpack.runtime.pods import Pod, Pods, PodState
+from jetpack.runtime.pods import Pod, Pods, PodState, remove_dir
 from jetpack.runtime.stage0 import discard
 from jetpack.store.store import Store
 
@@ -81,6 +81,15 @@ def collect(
             except (JetpackError, OSError) as err:
                 pod.unlock()
                 report.failed.append(f"cannot remove pod {pod.uuid}: {err}")
+    for hidden in pods.hidden_embryos():
+        # A pod is made as embryo/.<uuid> and renamed once locked: one a crash left.
+        pod = Pod(pods.root, hidden.name, PodState.EMBRYO)
+        if now - hidden.stat().st_mtime >= ORPHAN_MIN_AGE and not pod.locked_by_other():
+            try:
+                remove_dir(hidden)
+                report.removed.append(hidden.name.lstrip("."))
+            except JetpackError as err:
+                report.failed.append(str(err))
     for orphan in pods.orphan_data():
         # A pod being created makes its directory before its data directory; one that
         # appeared after the listing above is young: leave it to the next gc.

@@ -49,7 +49,8 @@ def enter(pod: Pod, pid: int, app: str | None, argv: list[str]) -> int:
             # Joining a PID namespace takes effect for children: fork once more.
             inner = os.fork()
             if inner == 0:
-                os.chroot(spec["root"])
+                os.closerange(3, 1 << 20)
+                os.chroot(f"/apps/{spec['name']}")  # where stage1 put it in the pod's root
                 try:
                     os.chdir(spec["cwd"])
                 except OSError:
@@ -59,8 +60,10 @@ def enter(pod: Pod, pid: int, app: str | None, argv: list[str]) -> int:
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code
         except OSError as err:
-            os.write(2, f"jetpack: cannot enter pod {pod.uuid}: {err}\n".encode())
-            code = 127 if isinstance(err, FileNotFoundError) else 125
+            what = f"cannot run {argv[0]}" if err.filename == argv[0] else "cannot enter it"
+            why = err.strerror or str(err)
+            os.write(2, f"jetpack: pod {pod.uuid}: {what}: {why}\n".encode())
+            code = 127 if isinstance(err, FileNotFoundError) else 126
         finally:
             os._exit(code)
     for fd in fds:

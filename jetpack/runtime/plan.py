@@ -13,6 +13,10 @@ three steps, and only the middle one does I/O (elsewhere):
    every image has a volume (an implied ``empty`` one when the user gave none, as rkt
    does), so stage1 never has to look at an image manifest to lay out the pod.
 
+A pod manifest the user wrote (``--pod-manifest``) skips steps 1 and 3: once its images
+are in the store, :func:`complete` (the last step of :func:`reify`) gives it the implied
+volumes and checks its mounts.
+
 Every rejection is a :class:`PodError` whose one-line message names the option or app
 at fault and says how to fix it.
 """
@@ -23,7 +27,7 @@ import dataclasses
 import ipaddress
 import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -187,14 +191,16 @@ def parse_volume(text: str) -> Volume:
 
 
 def _normalise_target(path: str) -> str:
-    """An absolute path with ``.``, ``//`` and trailing ``/`` removed."""
+    """``path`` made absolute (relative to the app's root), with ``.``, ``//``, trailing
+    ``/`` removed and ``..`` resolved lexically, never above ``/``."""
     # normpath keeps a leading "//" (POSIX leaves its meaning open); a mount target never wants it.
-    return "/" + posixpath.normpath(path).lstrip("/")
+    return "/" + posixpath.normpath("/" + path).lstrip("/")
 
 
-def _check_target(path: str) -> str | None:
-    """Why ``path`` cannot be a mount target, or ``None``."""
-    if not posixpath.isabs(path):
+def _check_target(path: str, *, relative_ok: bool = False) -> str | None:
+    """Why ``path`` cannot be a mount target, or ``None``; a relative ``path`` is one
+    only if ``relative_ok`` (it is then taken from the app's root)."""
+    if not relative_ok and not posixpath.isabs(path):
         return f"{quote(path)} is not an absolute path"
     if ".." in path.split("/"):
         return f"{quote(path)} contains a '..' component"
@@ -531,7 +537,7 @@ def _app(
 
 
 def _check_targets(app: str, mounts: Sequence[Mount]) -> None:
-    """No target ``/``, none twice, none inside another."""
+    """No target ``/``, none twice, none inside another (targets normalised)."""
     for i, mount in enumerate(mounts):
         if mount.path == "/":
             raise PodError(
@@ -558,37 +564,110 @@ def _check_targets(app: str, mounts: Sequence[Mount]) -> None:
                 )
 
 
-def _mounts(
-    name: ACName,
-    options: AppOptions,
-    manifest: ImageManifest,
-    pod_volumes: dict[str, Volume],
-    implied: dict[str, Volume],
+def _check_mount_volume(
+    app: str, mount: Mount, pod_volumes: Mapping[str, Volume], hint: str
+) -> None:
+    """A mount names a volume of the pod, or carries its own ``appVolume``."""
+    if mount.app_volume is None and mount.volume not in pod_volumes:
+        raise PodError(
+            f"app {quote(app)} mounts volume {quote(str(mount.volume))}, "
+            "which the pod does not have",
+            None,
+            hint,
+        )
+
+
+def _option_mounts(
+    name: ACName, options: AppOptions, pod_volumes: Mapping[str, Volume]
 ) -> tuple[Mount, ...]:
-    """The app's mounts; adds the empty volumes its unsatisfied mount points imply."""
+    """The app's ``--mount`` options as mounts of pod volumes, targets normalised."""
     mounts: list[Mount] = []
     for volume, target in options.mounts:
         why = _check_target(target)
         if why is not None:
             raise _option_error("--mount", f"volume={volume},target={target}", f"target {why}")
-        if volume not in pod_volumes:
-            raise PodError(
-                f"app {quote(str(name))} mounts volume {quote(volume)}, "
-                "which the pod does not have",
-                None,
-                f"add --volume {volume},kind=host,source=PATH or kind=empty",
-            )
-        mounts.append(Mount(volume=ACName(volume), path=_normalise_target(target)))
-    if manifest.app is not None:
-        for point in manifest.app.mount_points:
-            path = _normalise_target(point.path)
-            if any(m.path == path for m in mounts):
-                continue
-            if point.name not in pod_volumes and point.name not in implied:
-                implied[point.name] = Volume(name=point.name, kind="empty")
-            mounts.append(Mount(volume=point.name, path=path))
-    _check_targets(str(name), mounts)
+        mount = Mount(volume=ACName(volume), path=_normalise_target(target))
+        _check_mount_volume(
+            str(name),
+            mount,
+            pod_volumes,
+            f"add --volume {volume},kind=host,source=PATH or kind=empty",
+        )
+        mounts.append(mount)
     return tuple(mounts)
+
+
+def _complete_mounts(
+    app: RuntimeApp,
+    effective: App | None,
+    pod_volumes: Mapping[str, Volume],
+    implied: dict[str, Volume],
+) -> tuple[Mount, ...]:
+    """``app``'s mounts checked and normalised, then one for each mount point of
+    ``effective`` (its app) no mount covers; adds the empty volumes those imply."""
+    name = str(app.name)
+    mounts: list[Mount] = []
+    for mount in app.mounts:
+        _check_mount_volume(
+            name, mount, pod_volumes, "add it to the pod's volumes or give the mount an appVolume"
+        )
+        why = _check_target(mount.path, relative_ok=True)
+        if why is not None:
+            raise PodError(
+                f"app {quote(name)}: cannot mount volume {quote(str(mount.volume))}",
+                f"target {why}",
+                "an absolute path inside the app",
+            )
+        path = _normalise_target(mount.path)
+        mounts.append(mount if path == mount.path else dataclasses.replace(mount, path=path))
+    for point in effective.mount_points if effective is not None else ():
+        path = _normalise_target(point.path)
+        if any(m.path == path for m in mounts):
+            continue
+        if point.name not in pod_volumes and point.name not in implied:
+            implied[point.name] = Volume(name=point.name, kind="empty")
+        mounts.append(Mount(volume=point.name, path=path))
+    _check_targets(name, mounts)
+    return tuple(mounts)
+
+
+def complete(manifest: PodManifest, images: Mapping[str, ImageManifest]) -> PodManifest:
+    """``manifest`` with a volume for every mount point of every app, its mounts checked.
+
+    Each app's mount points are those of its ``app``, or of its image's when it has none.
+    A mount point no mount covers (targets compared normalised; a mount with an
+    ``appVolume`` covers its target too) gets a mount of the pod volume of its name, or of
+    an implied ``empty`` volume of that name, added once and shared by every app that
+    needs it (as rkt does). Mount targets come out normalised (a relative one is taken
+    from the app's root).
+
+    Args:
+        manifest: a pod manifest, e.g. one the user wrote.
+        images: the manifest of each app's image, by image ID.
+
+    Raises:
+        PodError: a mount of a volume the pod lacks, a target with a ``..`` component, at
+            ``/``, used twice or inside another in one app.
+        ValueError: an app with no ``app`` whose image is not in ``images`` (a bug in the
+            caller).
+    """
+    pod_volumes = {str(v.name): v for v in manifest.volumes}
+    implied: dict[str, Volume] = {}
+    apps: list[RuntimeApp] = []
+    for app in manifest.apps:
+        effective = app.app
+        if effective is None:
+            image = images.get(str(app.image.id))
+            if image is None:
+                raise ValueError(f"no image manifest for app {app.name} ({app.image.id})")
+            effective = image.app
+        mounts = _complete_mounts(app, effective, pod_volumes, implied)
+        apps.append(app if mounts == app.mounts else dataclasses.replace(app, mounts=mounts))
+    if not implied and all(new is old for new, old in zip(apps, manifest.apps, strict=True)):
+        return manifest
+    return dataclasses.replace(
+        manifest, apps=tuple(apps), volumes=(*manifest.volumes, *implied.values())
+    )
 
 
 def reify(
@@ -600,6 +679,8 @@ def reify(
     annotations: Sequence[tuple[str, str]] = (),
 ) -> PodManifest:
     """The reified pod manifest for ``apps``, whose images are ``images``.
+
+    Builds the pod the options describe, then completes it with :func:`complete`.
 
     Args:
         apps: one :class:`AppOptions` per app, in pod order.
@@ -635,7 +716,6 @@ def reify(
     except ManifestError as err:
         raise PodError("invalid pod annotation", _manifest_why(err), err.hint) from err
 
-    implied: dict[str, Volume] = {}
     runtime_apps: list[RuntimeApp] = []
     seen: dict[str, str] = {}
     for options, (image_id, manifest) in zip(apps, images, strict=True):
@@ -658,15 +738,17 @@ def reify(
                 image=RuntimeImage(id=checked_id, name=manifest.name, labels=manifest.labels),
                 app=_app(name, options, manifest, environment),
                 read_only_root_fs=options.readonly_rootfs,
-                mounts=_mounts(name, options, manifest, pod_volumes, implied),
+                mounts=_option_mounts(name, options, pod_volumes),
             )
         )
     try:
-        return PodManifest(
+        pod = PodManifest(
             apps=tuple(runtime_apps),
-            volumes=(*pod_volumes.values(), *implied.values()),
+            volumes=tuple(pod_volumes.values()),
             annotations=checked_annotations,
         )
     except ManifestError as err:
         # E.g. two apps declaring the same port name (two copies of one image).
         raise PodError("these apps cannot share a pod", _manifest_why(err), err.hint) from err
+    # Every app has its own ``app``: the images are for completeness' sake only.
+    return complete(pod, dict(images))

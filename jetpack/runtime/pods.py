@@ -67,6 +67,8 @@ TRANSITIONS: dict[PodState, frozenset[PodState]] = {
     PodState.GARBAGE: frozenset(),
 }
 
+LOCK_RETRIES = 5  # x LOCK_RETRY_DELAY: how long a probe by a reader may hold a lock
+LOCK_RETRY_DELAY = 0.01
 DATA = "data"  # pods/data/<uuid>/: app rootfs and empty volumes, outside the state dirs
 
 
@@ -129,18 +131,26 @@ class Pod:
     # -- locking ---------------------------------------------------------------------
 
     def lock(self, *, blocking: bool = False) -> bool:
-        """Take the pod's exclusive lock; False if another process holds it."""
+        """Take the pod's exclusive lock; False if another process holds it.
+
+        Readers (``list``, ``status``) probe the lock by taking it shared for an instant;
+        a few short retries tell such a probe from a real holder.
+        """
         if self.lock_fd is not None:
             return True
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError as err:
             raise PodError(f"cannot lock pod {self.uuid}", "it was removed meanwhile") from err
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            return False
+        for attempt in range(LOCK_RETRIES + 1):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                break
+            except BlockingIOError:
+                if attempt == LOCK_RETRIES:
+                    os.close(fd)
+                    return False
+                time.sleep(LOCK_RETRY_DELAY)
         self.lock_fd = fd
         return True
 
@@ -284,11 +294,19 @@ class Pods:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def create(self) -> Pod:
-        """A new pod in ``embryo``, locked by this process, already moved to ``prepare``."""
+        """A new pod, locked by this process, in ``prepare``.
+
+        It is made under a hidden name, locked, and only then renamed into ``embryo``:
+        a gc looking at ``embryo`` never sees it unlocked (and takes it for abandoned).
+        """
         self.ensure()
         pod = Pod(self.root, str(uuidlib.uuid4()), PodState.EMBRYO)
-        pod.path.mkdir(mode=0o700)
-        pod.lock()
+        hidden = pod.path.with_name(f".{pod.uuid}")
+        hidden.mkdir(mode=0o700)
+        fd = os.open(hidden, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        hidden.rename(pod.path)
+        pod.lock_fd = fd
         pod.move(PodState.PREPARE)
         return pod
 
@@ -324,6 +342,13 @@ class Pods:
                 pod.state = state
                 return pod
         raise PodError(f"no pod {prefix}", "it was removed meanwhile")
+
+    def hidden_embryos(self) -> list[Path]:
+        """``embryo/.<uuid>``: pods being created (or whose creation crashed)."""
+        try:
+            return [p for p in (self.root / PodState.EMBRYO.value).iterdir() if p.name[0] == "."]
+        except FileNotFoundError:
+            return []
 
     def orphan_data(self) -> list[Path]:
         """Data directories whose pod directory is gone (a crash during removal)."""

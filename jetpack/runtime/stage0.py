@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import marshal
 import os
+import posixpath
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any, Literal, NoReturn
 
 from jetpack.errors import JetpackError, PodError
 from jetpack.runtime import rootfs as inroot
+from jetpack.runtime.isolation import app_isolation
 from jetpack.runtime.pods import Pod, Pods, PodState, now, remove_dir
 from jetpack.schema.app import App
 from jetpack.schema.pod import PodManifest, RuntimeApp, Volume
@@ -104,7 +106,7 @@ def prepare(
         (pod.path / "logs").mkdir(mode=0o700)
         pod.data_dir.mkdir(mode=0o700)
         launch_apps = []
-        ignored = [f"pod: isolator {isolator.name}" for isolator in manifest.isolators]
+        ignored = [f"pod: {isolator.name}" for isolator in manifest.isolators]
         volumes = _make_volumes(pod, manifest)
         for app in manifest.apps:
             tree = store.render(str(app.image.id))
@@ -122,11 +124,13 @@ def prepare(
                     "give --exec",
                 )
             launch_apps.append(_launch_app(str(app.name), effective, root, app, volumes))
-            for isolator in effective.isolators:
-                ignored.append(f"app {app.name}: isolator {isolator.name}")
+            ignored += [f"app {app.name}: {name}" for name in launch_apps[-1].pop("ignored")]
             _write_network_files(root, hostname, options.dns)
+        stage1_root = pod.data_dir / "stage1"  # where stage1 builds the pod's root
+        stage1_root.mkdir(mode=0o700)
         launch = {
             "uuid": pod.uuid,
+            "stage1_root": str(stage1_root),
             "hostname": hostname,
             "net": options.net,
             "interactive": options.interactive,
@@ -135,7 +139,7 @@ def prepare(
         if ignored:
             runtime["ignored"] = ignored
             pod.write("runtime.json", runtime)
-            warn(f"not enforced (isolators are not supported yet): {', '.join(ignored)}")
+            warn(f"isolators not enforced: {', '.join(ignored)}")
         (pod.path / "launch").write_bytes(marshal.dumps(launch))
         (pod.path / "pod").write_bytes(manifest.dumps(pretty=True) + b"\n")
         pod.move(PodState.PREPARED)
@@ -148,7 +152,7 @@ def prepare(
 
 def _check_volume_sources(volumes: Iterable[Volume]) -> None:
     for volume in volumes:
-        if volume.kind == "host" and volume.source and not os.path.lexists(volume.source):
+        if volume.kind == "host" and volume.source and not Path(volume.source).exists():
             raise PodError(
                 f"cannot use volume {volume.name}",
                 f"its source {volume.source} does not exist",
@@ -196,14 +200,11 @@ def _launch_app(
     env.update(app.environment)
     env["AC_APP_NAME"] = name
     mounts: list[dict[str, Any]] = [
-        # pivot_root needs the rootfs to be a mount point of its own, and a read-only
-        # rootfs is a remount of exactly this one.
-        {"kind": "bind", "source": str(root), "target": str(root), "recursive": True},
         {"kind": "proc", "target": str(inroot.make_dirs(root, "/proc"))},
         {"kind": "sysfs", "target": str(inroot.make_dirs(root, "/sys"))},
         {"kind": "dev", "target": str(inroot.make_dirs(root, "/dev"))},
     ]
-    read_only_points = {mp.path.rstrip("/") or "/" for mp in app.mount_points if mp.read_only}
+    read_only_points = {_normal(mp.path) for mp in app.mount_points if mp.read_only}
     for mount in runtime_app.mounts:
         entry = volumes.get(str(mount.volume))
         if entry is None:
@@ -219,12 +220,14 @@ def _launch_app(
                 "source": source,
                 "target": str(target),
                 "recursive": volume.effective_recursive,
-                "read_only": volume.effective_read_only
-                or (mount.path.rstrip("/") or "/") in read_only_points,
+                "read_only": volume.effective_read_only or _normal(mount.path) in read_only_points,
             }
         )
     handlers = {h.name: list(h.exec) for h in app.event_handlers}
+    isolation, ignored = app_isolation(name, app.isolators)
     return {
+        **isolation,
+        "ignored": ignored,
         "name": name,
         "root": str(root),
         "read_only": bool(runtime_app.read_only_root_fs),
@@ -238,6 +241,11 @@ def _launch_app(
         "post_stop": handlers.get("post-stop"),
         "mounts": mounts,
     }
+
+
+def _normal(path: str) -> str:
+    """A path inside an app as the planner writes it: absolute, normalised, one ``/``."""
+    return "/" + posixpath.normpath("/" + path).lstrip("/")
 
 
 def _write_network_files(root: Path, hostname: str, dns: tuple[str, ...]) -> None:
@@ -269,7 +277,9 @@ def stage1_argv(pod: Pod) -> list[str]:
         "from jetpack.runtime.stage1 import main; main()"
     )
     assert pod.lock_fd is not None
-    return [sys.executable, "-S", "-E", "-c", boot, str(pod.path), str(pod.lock_fd)]
+    # -I: no environment variables, no user site, and no current directory on sys.path
+    # (stage1 runs as root: a select.py where jetpack was started must not be imported).
+    return [sys.executable, "-I", "-S", "-c", boot, str(pod.path), str(pod.lock_fd)]
 
 
 def exec_stage1(pod: Pod) -> NoReturn:

@@ -5,32 +5,41 @@ targets made safe inside each rootfs — writes it as one plain ``launch`` file 
 a dict of strings, numbers and lists), moves the pod to ``run`` and execs this module with
 the pod's lock on an inherited descriptor. Stage1 then:
 
-1. ``unshare``\\s mount, UTS, IPC, PID (and, unless ``--net=host``, network) namespaces
-   and forks: the child is PID 1 of the pod, the supervisor. The parent stays outside,
-   forwards SIGINT/SIGTERM/SIGHUP to it as SIGTERM, writes the ``pid`` file, and exits
-   with the pod's exit status.
-2. The supervisor names the host, brings up loopback, and for each app mounts, inside the
-   pod's mount namespace only: the rootfs on itself, /proc, /sys (read-only), a /dev with
-   its nodes, /dev/pts, /dev/shm, /dev/mqueue, the volumes; then the rootfs read-only if
-   asked.
+1. The outer process unshares a PID namespace and forks: the child is PID 1 of the
+   pod, the supervisor. The parent stays in the host's namespaces, writes the ``pid``
+   file, forwards SIGINT/SIGTERM/SIGHUP to PID 1 as SIGTERM, relays an ``--interactive``
+   app's terminal through a pty of its own (so the app never holds the caller's terminal:
+   no TIOCSTI into the host shell), and exits with the pod's exit status.
+2. PID 1 takes new mount, UTS, IPC (and, unless ``--net=host``, network) namespaces,
+   names the host, brings up loopback, and builds the pod's root: a tmpfs with each app's
+   rootfs at ``/apps/<app>`` (with /proc, /sys read-only, a /dev with its nodes, devpts,
+   shm, mqueue and the volumes mounted in it; read-only when asked, volumes recursively)
+   and the pod's directory at ``/pod``. It pivots (``pivot_root``) into it and detaches the
+   host's tree, so the pod's mount namespace holds nothing else of the host (no other
+   pod's rootfs or clone), and marks itself non-dumpable, so no app reaches its root.
 3. Each app runs its ``pre-start`` handler, then its ``exec``, then its ``post-stop``
-   handler (stage2: a forked child that takes its own mount namespace, ``pivot_root``\\s
-   into the app's rootfs, drops to the app's user and execs). Output goes to the app's
-   log file and, prefixed with the app's name, to the supervisor's stdout/stderr.
-4. SIGTERM stops the apps (SIGTERM to each); when every app is done the supervisor writes
-   the final ``status`` and exits; the kernel tears the namespaces and their mounts down.
+   handler (stage2: a forked child that takes its own mount namespace, pivots
+   into ``/apps/<app>``, drops its capability bounding set to the app's, sets
+   no-new-privileges if asked, drops to the app's user and execs). Output goes to the
+   app's log file and, prefixed with the app's name, to the supervisor's stdout/stderr.
+4. SIGTERM sends SIGTERM to every process of the pod. When every app is done, whatever
+   they left running is killed, the final ``status`` written, and PID 1 exits; the
+   kernel tears the namespaces and their mounts down.
 
-This module imports only the standard library and :mod:`jetpack.syscalls`: it runs on
-every pod start, so every import is paid for every pod (see ``bench/run_bench.py``).
+This module imports only the standard library's C modules and :mod:`jetpack.syscalls`:
+it runs on every pod start, so every import is paid for every pod
+(see ``bench/run_bench.py``).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl  # C modules, imported up front: after pivot_root no module can be found
 import marshal
 import os
 import select
 import sys
+import termios
 import time
 
 from jetpack import syscalls as sc
@@ -46,6 +55,8 @@ EXIT_STAGE1_FAILED = 125  # like podman/docker: the runtime itself failed
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 STOPPED_BY = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+MAX_FD = 1 << 20
+CAP_LAST_CAP = "/proc/sys/kernel/cap_last_cap"
 
 
 def _now() -> str:
@@ -70,14 +81,18 @@ def main(argv: list[str] | None = None) -> None:
     """``stage1 POD_DIR LOCK_FD``: run the pod prepared in POD_DIR; exit with its status."""
     args = sys.argv[1:] if argv is None else argv
     pod_dir, lock_fd = args[0], int(args[1])
-    os.set_inheritable(lock_fd, False)  # the supervisor inherits it by fork, apps never
+    os.chdir("/")
+    # Whatever the caller of jetpack left open stays out of the pod; the lock goes to the
+    # supervisor by fork, never to an app.
+    os.closerange(3, lock_fd)
+    os.closerange(lock_fd + 1, MAX_FD)
+    os.set_inheritable(lock_fd, False)
     with open(os.path.join(pod_dir, "launch"), "rb") as src:
         launch: dict[str, Any] = marshal.load(src)
-    flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
-    if launch["net"] != "host":
-        flags |= sc.CLONE_NEWNET
+    terminal = next((fd for fd in (0, 1, 2) if os.isatty(fd)), None)
+    pty = os.openpty() if launch["interactive"] and terminal is not None else None
     try:
-        sc.unshare(flags)
+        sc.unshare(sc.CLONE_NEWPID)
     except OSError as err:
         _say(f"cannot start pod {launch['uuid']}: {err.strerror} (run jetpack as root)")
         sys.exit(EXIT_STAGE1_FAILED)
@@ -91,15 +106,20 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(signum, signal.SIG_DFL)
         code = EXIT_STAGE1_FAILED
         try:
+            if pty is not None:
+                os.close(pty[0])
+                for fd in (0, 1, 2):
+                    os.dup2(pty[1], fd)
+                os.close(pty[1])
             code = Supervisor(launch, pod_dir).run()
         except BaseException as err:  # PID 1 must report, never die with a traceback
-            _say(f"pod {launch['uuid']} failed: {err}")
+            _say(f"pod {launch['uuid']} failed: {_why(err)}")
         finally:
             os._exit(code)
     with open(os.path.join(pod_dir, "pid"), "w") as out:
         out.write(f"{pid}\n")
 
-    def forward(signum: int, _frame: object) -> None:
+    def forward(_signum: int, _frame: object) -> None:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -107,21 +127,122 @@ def main(argv: list[str] | None = None) -> None:
 
     for signum in STOPPED_BY:
         signal.signal(signum, forward)
-    if launch.get("interactive"):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the app's to handle
     if pending:
         forward(pending[0], None)
+    if pty is not None:
+        os.close(pty[1])
+        assert terminal is not None
+        status = _relay(pty[0], terminal, pid)
+    else:
+        status = _wait(pid)
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        _record_killed(pod_dir, launch, -code)
+    sys.exit(128 - code if code < 0 else code)
+
+
+def _why(err: BaseException) -> str:
+    """An OSError from :mod:`jetpack.syscalls` carries its whole story in ``strerror``."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    return str(err)
+
+
+def _wait(pid: int) -> int:
     while True:
         try:
-            _, status = os.waitpid(pid, 0)
-            break
+            return os.waitpid(pid, 0)[1]
         except ChildProcessError:
-            status = EXIT_STAGE1_FAILED << 8
-            break
-        except InterruptedError:
-            continue
-    code = os.waitstatus_to_exitcode(status)
-    sys.exit(128 - code if code < 0 else code)
+            return EXIT_STAGE1_FAILED << 8
+
+
+def _record_killed(pod_dir: str, launch: dict[str, Any], signum: int) -> None:
+    """PID 1 was killed (``stop --force``, the OOM killer): say so in the pod's status,
+    with the exit status a shell would report, 128 + the signal."""
+    path = os.path.join(pod_dir, "status")
+    try:
+        with open(path, "rb") as src:
+            status: dict[str, Any] = marshal.load(src)
+    except (OSError, EOFError, ValueError, TypeError):
+        status = {"apps": {}}
+    for spec in launch["apps"]:
+        app = status.setdefault("apps", {}).setdefault(spec["name"], {})
+        if app.get("state") != "exited":
+            app.update(state="killed", exit_code=128 + signum)
+    status["finished"] = _now()
+    try:
+        _write_marshal(path, status)
+    except OSError as err:
+        _say(f"cannot record the status of pod {launch['uuid']}: {err}")
+
+
+def _relay(master: int, terminal: int, pid: int) -> int:
+    """Copy the caller's terminal to the pod's pty and back until PID 1 exits; return its
+    wait status. The caller's terminal is raw meanwhile: Ctrl-C reaches the app as a byte
+    its own pty turns into SIGINT."""
+    import tty
+
+    saved = termios.tcgetattr(terminal) if os.isatty(0) else None
+
+    def resize(_signum: int = 0, _frame: object = None) -> None:
+        try:
+            termios.tcsetwinsize(master, termios.tcgetwinsize(terminal))
+        except OSError:
+            pass
+
+    resize()
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGWINCH, resize)
+    if saved is not None:
+        tty.setraw(0, termios.TCSANOW)
+    inputs = [0, master, wake_r]
+    try:
+        while True:
+            try:
+                ready, _, _ = select.select(inputs, [], [])
+            except InterruptedError:
+                ready = []
+            if 0 in ready:
+                data = os.read(0, 65536)
+                if data:
+                    _write_all(master, data)
+                else:  # end of input: the pty's end-of-file character tells the app
+                    inputs.remove(0)
+                    _write_all(master, b"\x04")
+            if master in ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: no process holds the pty any more
+                    data = b""
+                if data:
+                    _write_all(1, data)
+                else:
+                    inputs.remove(master)
+            if wake_r in ready:
+                _drain(wake_r)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _drain(fd: int) -> None:
+    while True:
+        try:
+            if not os.read(fd, 512):
+                return
+        except BlockingIOError:
+            return
 
 
 # -- PID 1 ----------------------------------------------------------------------------
@@ -157,7 +278,8 @@ class Supervisor:
 
     def __init__(self, launch: dict[str, Any], pod_dir: str) -> None:
         self.launch = launch
-        self.status_path = os.path.join(pod_dir, "status")
+        self.pod_dir = pod_dir
+        self.status_path = os.path.join(pod_dir, "status")  # /pod/status once pivoted
         self.apps = [
             App(spec, os.path.join(pod_dir, "logs", spec["name"] + ".log"))
             for spec in launch["apps"]
@@ -165,8 +287,11 @@ class Supervisor:
         self.by_pid: dict[int, tuple[App, str]] = {}
         self.outputs: dict[int, tuple[App, int, bytearray]] = {}  # pipe fd -> app, 1|2, tail
         self.stopping = False
+        self.swept = False
         self.started = _now()
         self.interactive: bool = launch.get("interactive", False)
+        self.last_cap = 40
+        self.null_fd = -1
 
     # -- set-up ----------------------------------------------------------------------
 
@@ -181,9 +306,10 @@ class Supervisor:
         try:
             self._set_up()
         except OSError as err:
-            _say(f"cannot set up pod {self.launch['uuid']}: {err}")
+            why = _why(err)
+            _say(f"cannot set up pod {self.launch['uuid']}: {why}")
             for app in self.apps:
-                app.phase, app.error = DONE, f"pod set-up failed: {err}"
+                app.phase, app.error = DONE, f"pod set-up failed: {why}"
             self._write_status(final=True)
             return EXIT_STAGE1_FAILED
         for app in self.apps:
@@ -193,22 +319,51 @@ class Supervisor:
         return self._exit_code()
 
     def _set_up(self) -> None:
+        flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+        if self.launch["net"] != "host":
+            flags |= sc.CLONE_NEWNET
+        sc.unshare(flags)
+        # Nobody in the pod may read this process's memory or reach its root through /proc.
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
         sc.sethostname(self.launch["hostname"])
         if self.launch["net"] == "none":
             sc.loopback_up()
+        with open(CAP_LAST_CAP, "rb") as src:
+            self.last_cap = int(src.read())
         sc.make_private("/")
+        self.null_fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)  # stdin of the apps
+        root = self.launch["stage1_root"]
+        sc.mount("tmpfs", root, "tmpfs", "mode=755,size=1m", sc.MS_NOSUID | sc.MS_NODEV)
+        os.mkdir(os.path.join(root, "apps"), 0o755)
+        os.mkdir(os.path.join(root, "pod"), 0o700)
+        sc.bind(self.pod_dir, os.path.join(root, "pod"), recursive=False)
         for app in self.apps:
+            host_root = app.spec["root"]
+            app_root = os.path.join(root, "apps", app.name)
+            os.mkdir(app_root, 0o755)
+            sc.bind(host_root, app_root, recursive=True)
             for m in app.spec["mounts"]:
-                self._mount(m)
+                target = app_root + m["target"][len(host_root) :]
+                self._mount(m, target)
             if app.spec["read_only"]:
-                sc.remount_read_only(app.spec["root"])
+                sc.remount_read_only(app_root)
+        # The pod's root from now on: the apps and the pod's directory, nothing else of
+        # the host (its tree, other pods' rootfs and clones) stays in this namespace.
+        os.chdir(root)
+        sc.pivot_root(".", ".")
+        sc.detach(".")
+        os.chdir("/")
+        self.status_path = "/pod/status"
 
-    def _mount(self, m: dict[str, Any]) -> None:
-        kind, target = m["kind"], m["target"]
+    def _mount(self, m: dict[str, Any], target: str) -> None:
+        kind = m["kind"]
         if kind == "bind":
             sc.bind(m["source"], target, recursive=m.get("recursive", True))
             if m.get("read_only"):
-                sc.remount_read_only(target)
+                if m.get("recursive", True):
+                    sc.make_read_only_recursively(target)
+                else:
+                    sc.remount_read_only(target)
         elif kind == "proc":
             sc.mount("proc", target, "proc", flags=sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
             # The pod may read the kernel's tunables but not change the host's.
@@ -239,7 +394,7 @@ class Supervisor:
         console = os.path.join(dev, "console")
         with open(console, "w"):
             pass
-        # /dev/console is the terminal the pod was started on, if any (never the host's).
+        # /dev/console is the pod's own pty when interactive (never the host's terminal).
         source = os.ttyname(0) if self.interactive and os.isatty(0) else "/dev/null"
         sc.bind(source, console, recursive=False)
         for name in ("pts", "shm", "mqueue"):
@@ -265,13 +420,12 @@ class Supervisor:
     # -- running ---------------------------------------------------------------------
 
     def _stop(self, _signum: int, _frame: object) -> None:
+        """Stop the pod: SIGTERM to every process in it (post-stop handlers still run)."""
         self.stopping = True
-        for pid, (_app, phase) in list(self.by_pid.items()):
-            if phase in (PRE_START, MAIN):
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+        try:
+            os.kill(-1, signal.SIGTERM)  # every process of this PID namespace but PID 1
+        except ProcessLookupError:
+            pass
 
     def _advance(self, app: App) -> None:
         """Start the next phase of ``app`` that has something to run."""
@@ -300,11 +454,10 @@ class Supervisor:
         if pid == 0:
             try:
                 if not attach:
-                    null = os.open("/dev/null", os.O_RDONLY)
-                    os.dup2(null, 0)
+                    os.dup2(self.null_fd, 0)
                     os.dup2(pipes[0][1], 1)
                     os.dup2(pipes[1][1], 2)
-                _exec_app(app.spec, argv, attach)
+                _exec_app(app.spec, argv, attach, self.last_cap)
             except BaseException as err:
                 os.write(2, f"jetpack: app {app.name}: {err}\n".encode(errors="replace"))
             os._exit(EXIT_STAGE1_FAILED)
@@ -316,6 +469,14 @@ class Supervisor:
 
     def _loop(self, wake_r: int) -> None:
         while any(app.phase != DONE for app in self.apps) or self.outputs:
+            if not self.swept and all(app.phase == DONE for app in self.apps):
+                # What the apps left behind (daemons, background jobs) ends with them;
+                # it would otherwise keep the pod, and its output pipes, open.
+                self.swept = True
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             try:
                 ready, _, _ = select.select([wake_r, *self.outputs], [], [])
             except InterruptedError:
@@ -421,21 +582,24 @@ _NEXT = {PRE_START: MAIN, MAIN: POST_STOP, POST_STOP: DONE}
 # -- stage2 ---------------------------------------------------------------------------
 
 
-def _exec_app(spec: dict[str, Any], argv: list[str], attach: bool) -> None:
+def _exec_app(spec: dict[str, Any], argv: list[str], attach: bool, last_cap: int) -> None:
     """In a fresh child of PID 1: enter the app's rootfs for good and exec ``argv``.
 
-    An attached (``--interactive``) app stays in the terminal's foreground process group,
-    so Ctrl-C and job control reach it as they would a program started from the shell;
-    any other app gets a session of its own, out of the terminal's reach.
+    Every app gets a session of its own; an attached (``--interactive``) one takes the
+    pod's pty (see :func:`_relay`) as its controlling terminal, so Ctrl-C and job control
+    work as for a program started from a shell.
     """
-    if not attach:
-        os.setsid()
+    os.setsid()
+    if attach and os.isatty(0):
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the pod's own pty, never the caller's
     sc.unshare(sc.CLONE_NEWNS)
-    root = spec["root"]
-    os.chdir(root)
+    os.chdir(f"/apps/{spec['name']}")
     sc.pivot_root(".", ".")  # the old root ends up stacked on the new one...
-    sc.detach(".")  # ...and goes away here, so nothing of the host stays reachable
+    sc.detach(".")  # ...and goes away here, so nothing outside the app stays reachable
     os.chdir("/")
+    if spec.get("no_new_privs"):
+        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    sc.limit_capabilities(spec["caps"], last_cap)
     os.setgroups(spec["groups"])
     os.setgid(spec["gid"])
     os.setuid(spec["uid"])

@@ -39,6 +39,7 @@ BUSYBOX = Path("/bin/busybox")
 APPLETS = (
     *("sh", "echo", "cat", "ls", "id", "hostname", "pwd", "env", "sleep", "ps", "touch"),
     *("mkdir", "true", "false", "test", "grep", "mount", "ip", "ifconfig", "kill", "mv"),
+    *("stat", "umount"),
 )
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:100:user:/home/user:/bin/sh\n"
 GROUP = "root:x:0:\nstaff:x:50:user\nusers:x:100:\n"

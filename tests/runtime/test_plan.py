@@ -10,6 +10,7 @@ import pytest
 from jetpack.errors import PodError
 from jetpack.runtime.plan import (
     AppOptions,
+    complete,
     default_app_name,
     parse_annotation,
     parse_app_arguments,
@@ -928,3 +929,183 @@ def test_command_line_to_reified_pod() -> None:
     assert [v.name for v in pod.volumes] == ["shared", "database"]
     assert pod.apps[1].mounts == (mount("shared", "/shared"), mount("database", "/db"))
     assert parse_pod_manifest(pod.dumps()) == pod
+
+
+# --- complete: a pod manifest the user wrote ----------------------------------------------
+
+
+def manifest_pod(*apps: dict[str, Any], volumes: tuple[dict[str, Any], ...] = ()) -> PodManifest:
+    """A pod manifest of ``apps`` (each ``{name, image: {id}, app?, mounts?}``)."""
+    return parse_pod_manifest(
+        {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": apps, "volumes": volumes}
+    )
+
+
+def manifest_app(
+    name: str = "manual",
+    image_id: str = ID_A,
+    *,
+    mounts: tuple[dict[str, Any], ...] = (),
+    **app: Any,
+) -> dict[str, Any]:
+    """A pod manifest app; it has an ``app`` section of its own only if ``app`` is given."""
+    doc: dict[str, Any] = {"name": name, "image": {"id": image_id}, "mounts": list(mounts)}
+    if app:
+        doc["app"] = {"exec": ["/bin/true"], "user": "0", "group": "0", **app}
+    return doc
+
+
+WITH_DATA_POINT = make_image(mountPoints=[{"name": "data", "path": "/data"}])
+
+
+def test_complete_adds_an_implied_volume_for_the_images_mount_point() -> None:
+    pod = complete(manifest_pod(manifest_app()), {ID_A: WITH_DATA_POINT})
+    assert pod.volumes == (Volume(name="data", kind="empty"),)  # type: ignore[arg-type]
+    assert pod.apps[0].mounts == (mount("data", "/data"),)
+    assert pod.apps[0].app is None  # the image's app stays the image's
+    assert parse_pod_manifest(pod.dumps()) == pod
+
+
+def test_complete_takes_the_mount_points_of_the_apps_own_app_over_the_images() -> None:
+    own = manifest_app(mountPoints=[{"name": "cache", "path": "/cache"}])
+    pod = complete(manifest_pod(own), {ID_A: WITH_DATA_POINT})
+    assert [v.name for v in pod.volumes] == ["cache"]
+    assert pod.apps[0].mounts == (mount("cache", "/cache"),)
+    # No mount points at all: nothing to add, the manifest is returned as it is.
+    bare = manifest_pod(manifest_app(exec=["/bin/true"]))
+    assert complete(bare, {ID_A: WITH_DATA_POINT}) is bare
+
+
+def test_complete_uses_the_pod_volume_of_the_mount_points_name() -> None:
+    volumes = ({"name": "data", "kind": "host", "source": "/srv/data"},)
+    pod = complete(manifest_pod(manifest_app(), volumes=volumes), {ID_A: WITH_DATA_POINT})
+    assert pod.volumes == (DATA,)
+    assert pod.apps[0].mounts == (mount("data", "/data"),)
+
+
+def test_complete_shares_an_implied_volume_between_apps_and_keeps_their_mounts() -> None:
+    pod = complete(
+        manifest_pod(
+            manifest_app("one", mounts=({"volume": "logs", "path": "/var/log"},)),
+            manifest_app("two", ID_B),
+            volumes=({"name": "logs", "kind": "empty"},),
+        ),
+        {ID_A: WITH_DATA_POINT, ID_B: WITH_DATA_POINT},
+    )
+    assert pod.volumes == (LOGS, Volume(name="data", kind="empty"))  # type: ignore[arg-type]
+    assert pod.apps[0].mounts == (mount("logs", "/var/log"), mount("data", "/data"))
+    assert pod.apps[1].mounts == (mount("data", "/data"),)
+
+
+def test_complete_counts_a_mount_with_an_app_volume_as_mounted() -> None:
+    own = {"volume": "mine", "path": "/data/", "appVolume": {"name": "mine", "kind": "empty"}}
+    pod = complete(manifest_pod(manifest_app(mounts=(own,))), {ID_A: WITH_DATA_POINT})
+    assert pod.volumes == ()
+    (only,) = pod.apps[0].mounts
+    assert (only.volume, only.path) == ("mine", "/data")
+    assert only.app_volume == Volume(name="mine", kind="empty")  # type: ignore[arg-type]
+
+
+def test_complete_normalises_targets_and_matches_mount_points_by_them() -> None:
+    points = [{"name": "data", "path": "//data/."}, {"name": "work", "path": "srv/./work/"}]
+    pod = complete(
+        manifest_pod(
+            manifest_app(mounts=({"volume": "logs", "path": "data/"},), mountPoints=points),
+            volumes=({"name": "logs", "kind": "empty"},),
+        ),
+        {},
+    )
+    assert pod.apps[0].mounts == (mount("logs", "/data"), mount("work", "/srv/work"))
+    assert [v.name for v in pod.volumes] == ["logs", "work"]
+
+
+@pytest.mark.parametrize(
+    ("mounts", "points", "message"),
+    [
+        pytest.param(
+            ({"volume": "data", "path": "/data"}, {"volume": "logs", "path": "/data/x"}),
+            [],
+            r'^app "manual": "/data/x" \(volume "logs"\) is inside "/data" \(volume "data"\): '
+            r"nested mount targets are not supported \(mount the volumes at separate paths\)$",
+            id="nested",
+        ),
+        pytest.param(
+            ({"volume": "logs", "path": "/data/x"},),
+            [{"name": "data", "path": "/data"}],
+            r'^app "manual": "/data/x" \(volume "logs"\) is inside "/data" \(volume "data"\): ',
+            id="nested-in-a-mount-point",
+        ),
+        pytest.param(
+            ({"volume": "data", "path": "/data"}, {"volume": "logs", "path": "//data/"}),
+            [],
+            r'^app "manual": volumes "data" and "logs" are both mounted at "/data" '
+            r"\(give each mount its own target\)$",
+            id="duplicate",
+        ),
+        pytest.param(
+            ({"volume": "data", "path": "/."},),
+            [],
+            r'^app "manual": volume "data" cannot be mounted at \'/\' '
+            r"\(use --readonly-rootfs or a subdirectory\)$",
+            id="root",
+        ),
+        pytest.param(
+            (),
+            [{"name": "data", "path": "/"}],
+            r'^app "manual": volume "data" cannot be mounted at \'/\'',
+            id="root-mount-point",
+        ),
+        pytest.param(
+            ({"volume": "data", "path": "/a/../etc"},),
+            [],
+            r'^app "manual": cannot mount volume "data": target "/a/\.\./etc" contains a '
+            r"'\.\.' component \(an absolute path inside the app\)$",
+            id="dot-dot",
+        ),
+    ],
+)
+def test_complete_refuses_bad_targets(
+    mounts: tuple[dict[str, str], ...], points: list[dict[str, str]], message: str
+) -> None:
+    volumes = ({"name": "data", "kind": "empty"}, {"name": "logs", "kind": "empty"})
+    pod = manifest_pod(manifest_app(mounts=mounts, mountPoints=points), volumes=volumes)
+    with pytest.raises(PodError, match=message) as caught:
+        complete(pod, {})
+    assert "\n" not in str(caught.value)
+
+
+def test_complete_refuses_a_mount_of_a_volume_the_pod_lacks() -> None:
+    pod = manifest_pod(
+        manifest_app(mounts=({"volume": "data", "path": "/data"},)),
+        volumes=({"name": "data", "kind": "empty"},),
+    )
+    # PodManifest refuses such a mount when it is made; complete() does not rely on that.
+    object.__setattr__(pod, "volumes", ())
+    with pytest.raises(
+        PodError,
+        match=r'^app "manual" mounts volume "data", which the pod does not have '
+        r"\(add it to the pod's volumes or give the mount an appVolume\)$",
+    ):
+        complete(pod, {ID_A: make_image()})
+
+
+def test_complete_needs_the_image_of_an_app_without_an_app_of_its_own() -> None:
+    with pytest.raises(ValueError, match="no image manifest for app manual"):
+        complete(manifest_pod(manifest_app()), {ID_B: make_image()})
+
+
+def test_reify_ends_with_complete() -> None:
+    points = [{"name": "data", "path": "/data"}, {"name": "up", "path": "../up"}]
+    image = make_image(mountPoints=points)
+    pod = reify(
+        [AppOptions(image="hello", mounts=(("logs", "/logs"),))],
+        [(ID_A, image)],
+        volumes=[LOGS],
+    )
+    # A mount point's '..' cannot climb above the app's root.
+    assert pod.apps[0].mounts == (
+        mount("logs", "/logs"),
+        mount("data", "/data"),
+        mount("up", "/up"),
+    )
+    assert complete(pod, {ID_A: image}) is pod

@@ -476,7 +476,7 @@ def test_prepare_then_run_prepared(pod_env: PodEnv) -> None:
 
     again = pod_env.jetpack("run-prepared", uuid)
     line = assert_fails_in_one_line(again)
-    assert "not prepared" in line
+    assert line.endswith("it already ran (prepare a new one)")
 
 
 def test_list_and_status_report_running_and_exited_pods_without_blocking(
@@ -908,3 +908,86 @@ def test_storage_backend_runs_a_pod_and_rm_leaves_nothing(
     assert env.mounts() == [m for m in mounts if m not in pod_mounts]
     if dataset is not None:
         assert _zfs_datasets(f"{dataset}/rootfs") == [f"{dataset}/rootfs"]
+
+
+# -- pod manifests get the checks and implied volumes of reified pods -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("paths", "expected"),
+    [
+        pytest.param(
+            ("/data", "/data/x"),
+            'app "manual": "/data/x" (volume "logs") is inside "/data" (volume "data"): '
+            "nested mount targets are not supported",
+            id="nested",
+        ),
+        pytest.param(
+            ("/data", "/data/"),
+            'app "manual": volumes "data" and "logs" are both mounted at "/data"',
+            id="duplicate",
+        ),
+        pytest.param(
+            ("/srv", "/"),
+            """app "manual": volume "logs" cannot be mounted at '/'""",
+            id="root",
+        ),
+    ],
+)
+def test_pod_manifest_with_bad_mount_targets_fails_in_one_line_and_leaves_nothing(
+    pod_env: PodEnv, tmp_path: Path, paths: tuple[str, str], expected: str
+) -> None:
+    pods_before, mounts_before = pod_env.pod_entries(), pod_env.mounts()
+    manifest = _pod_manifest(
+        pod_env.image_ids[BUSYBOX],
+        mounts=({"volume": "data", "path": paths[0]}, {"volume": "logs", "path": paths[1]}),
+    )
+    manifest["volumes"] = [{"name": "data", "kind": "empty"}, {"name": "logs", "kind": "empty"}]
+    path = tmp_path / "pod.json"
+    path.write_text(json.dumps(manifest))
+    for command in ("run", "prepare"):
+        result = pod_env.jetpack(command, "--pod-manifest", str(path))
+        line = assert_fails_in_one_line(result)
+        assert line.startswith(f"jetpack: {expected}"), line
+        assert result.returncode == 1
+    assert pod_env.pod_entries() == pods_before
+    assert pod_env.mounts() == mounts_before
+
+
+def test_pod_manifest_gets_an_implied_volume_for_an_images_mount_point(
+    make_pod_env: Callable[..., PodEnv], busybox_aci: Callable[..., Path], tmp_path: Path
+) -> None:
+    name = "example.com/mount-point"
+    script = "grep -c ' /data ' /proc/mounts; touch /data/f && ls /data"
+    app = {
+        "exec": ["/bin/sh", "-c", script],
+        "user": "0",
+        "group": "0",
+        "mountPoints": [{"name": "data", "path": "/data"}],
+    }
+    env = make_pod_env(images={name: busybox_aci(name, app)})
+    image_id = env.image_ids[name]
+    # No app section: the image's app, and its mount point, apply.
+    path = tmp_path / "pod.json"
+    path.write_text(
+        json.dumps(
+            {
+                "acKind": "PodManifest",
+                "acVersion": "0.8.11",
+                "apps": [{"name": "manual", "image": {"id": image_id}}],
+            }
+        )
+    )
+    uuid = env.ok("prepare", "--pod-manifest", str(path)).stdout.strip()
+    manifest = parse_pod_manifest(env.ok("cat-manifest", uuid).stdout.encode())
+    assert [(str(v.name), v.kind) for v in manifest.volumes] == [("data", "empty")]
+    (only,) = manifest.apps
+    assert only.app is None
+    assert only.mounts == (Mount(volume=ACName("data"), path="/data"),)
+    ran = env.jetpack("run-prepared", uuid)
+    assert ran.returncode == 0, ran.stderr
+    assert app_lines(ran.stdout, "manual") == ["1", "f"]
+
+    result = env.run("--pod-manifest", str(path))  # run, as prepare
+    assert result.returncode == 0, result.stderr
+    assert app_lines(result.stdout, "manual") == ["1", "f"]
