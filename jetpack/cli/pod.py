@@ -265,10 +265,13 @@ def run(state: CliState, /, **params: Any) -> NoReturn:
     App options: --name NAME, --exec CMD, --user U, --group G, --set-env NAME=VALUE,
     --working-dir DIR, --mount volume=NAME,target=PATH, --readonly-rootfs, -- ARGS...
     """
-    from jetpack.runtime.stage0 import exec_stage1
+    from jetpack.runtime.handoff import fork_stage1
 
+    # Stage1 boots in the parent (the process the shell waits for) while this child
+    # prepares the pod; see jetpack.runtime.handoff.
+    handoff = fork_stage1()
     with _prepared(state, params) as pod:
-        exec_stage1(pod)
+        handoff.send(pod)
 
 
 @click.command(context_settings=_RUN_CONTEXT)

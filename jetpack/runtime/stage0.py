@@ -25,6 +25,7 @@ from typing import Any, Literal, NoReturn
 
 from jetpack.errors import JetpackError, PodError
 from jetpack.runtime import rootfs as inroot
+from jetpack.runtime.handoff import stage1_argv
 from jetpack.runtime.isolation import app_isolation
 from jetpack.runtime.pods import Pod, Pods, PodState, now, remove_dir
 from jetpack.schema.app import App
@@ -268,27 +269,13 @@ def _write_network_files(root: Path, hostname: str, dns: tuple[str, ...]) -> Non
 # -- starting ---------------------------------------------------------------------------
 
 
-def stage1_argv(pod: Pod) -> list[str]:
-    """The command that becomes stage1: this interpreter, without site (its import costs
-    milliseconds per pod), finding the jetpack package where this one was found."""
-    package_parent = str(Path(__file__).resolve().parents[2])
-    boot = (
-        f"import sys; sys.path.insert(0, {package_parent!r}); "
-        "from jetpack.runtime.stage1 import main; main()"
-    )
-    assert pod.lock_fd is not None
-    # -I: no environment variables, no user site, and no current directory on sys.path
-    # (stage1 runs as root: a select.py where jetpack was started must not be imported).
-    return [sys.executable, "-I", "-S", "-c", boot, str(pod.path), str(pod.lock_fd)]
-
-
 def exec_stage1(pod: Pod) -> NoReturn:
     """Move the prepared pod (locked by us) to ``run`` and become its stage1."""
     if pod.lock_fd is None and not pod.lock():
         raise PodError(f"cannot run pod {pod.uuid}", "another process holds it")
     pod.move(PodState.RUN)
-    argv = stage1_argv(pod)
     assert pod.lock_fd is not None
+    argv = stage1_argv(str(pod.path), str(pod.lock_fd))
     os.set_inheritable(pod.lock_fd, True)
     sys.stdout.flush()
     sys.stderr.flush()

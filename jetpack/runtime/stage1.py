@@ -78,9 +78,14 @@ def _say(text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``stage1 POD_DIR LOCK_FD``: run the pod prepared in POD_DIR; exit with its status."""
+    """``stage1 POD_DIR LOCK_FD`` (``run-prepared``), or ``stage1 --handoff SOCKET_FD
+    STAGE0_PID`` (``run``: the pod comes through the socket once stage0 prepared it; see
+    :mod:`jetpack.runtime.handoff`). Runs the pod and exits with its status."""
     args = sys.argv[1:] if argv is None else argv
-    pod_dir, lock_fd = args[0], int(args[1])
+    if args[0] == "--handoff":
+        pod_dir, lock_fd = _receive(int(args[1]), int(args[2]))
+    else:
+        pod_dir, lock_fd = args[0], int(args[1])
     os.chdir("/")
     # Whatever the caller of jetpack left open stays out of the pod; the lock goes to the
     # supervisor by fork, never to an app.
@@ -139,6 +144,40 @@ def main(argv: list[str] | None = None) -> None:
     if code < 0:
         _record_killed(pod_dir, launch, -code)
     sys.exit(128 - code if code < 0 else code)
+
+
+def _receive(sock_fd: int, stage0: int) -> tuple[str, int]:
+    """Wait for stage0 (our child) to hand the prepared pod over: its directory and its
+    lock. If stage0 ends without doing so (an error it reported, Ctrl-C), exit with its
+    status. SIGTERM/SIGHUP meanwhile reach stage0 as SIGINT, which makes it clean up."""
+    import _socket  # the C module: `socket` would import enum, selectors...
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        try:
+            os.kill(stage0, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends stage0 its own
+    sock = _socket.socket(fileno=sock_fd)
+    try:
+        data, ancillary, _flags, _addr = sock.recvmsg(4096, _socket.CMSG_SPACE(4))
+    except OSError:
+        data, ancillary = b"", []
+    sock.close()
+    status = _wait(stage0)
+    fds = [
+        int.from_bytes(payload[i : i + 4], sys.byteorder)
+        for level, kind, payload in ancillary
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
+        for i in range(0, len(payload) - len(payload) % 4, 4)
+    ]
+    if not data or len(fds) != 1:
+        code = os.waitstatus_to_exitcode(status)
+        sys.exit(128 - code if code < 0 else code or EXIT_STAGE1_FAILED)
+    return os.fsdecode(data), fds[0]
 
 
 def _why(err: BaseException) -> str:
