@@ -270,17 +270,18 @@ def test_rm_of_a_zfs_pod_while_a_later_pod_runs(
     assert json.loads(env.ok("list", "--format", "json").stdout)
 
 
-def test_run_reports_what_stage0_reports(pod_env: PodEnv) -> None:
+def test_run_reports_what_stage0_reports(make_pod_env: Callable[..., PodEnv]) -> None:
     # `jetpack run` execs stage1 in the process the shell waits for while a child prepares
     # the pod: the child's errors and exit statuses must come out unchanged.
-    usage = pod_env.jetpack("run")
+    env = make_pod_env()
+    usage = env.jetpack("run")
     assert usage.returncode == 2
     assert (
         usage.stderr
         == "jetpack: no IMAGE given (or use --pod-manifest FILE) (see 'jetpack run --help')\n"
     )
-    missing = pod_env.jetpack("run", "--pull-policy", "never", "example.com/absent:1.0")
+    missing = env.jetpack("run", "--pull-policy", "never", "example.com/absent:1.0")
     assert missing.returncode == 1
     assert missing.stderr.startswith("jetpack: no image example.com/absent:1.0 in the store")
     assert missing.stderr.count("\n") == 1
-    assert pod_env.pod_entries() == set()
+    assert env.pod_entries() == set()
