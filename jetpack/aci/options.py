@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-from jetpack.aci.compression import Compression
-from jetpack.config import ACIConfig
-from jetpack.schema import ImageManifest
+if TYPE_CHECKING:  # types only: the store imports this module on every pod start
+    from jetpack.aci.compression import Compression
+    from jetpack.config import ACIConfig
+    from jetpack.schema import ImageManifest
 
 
 @dataclasses.dataclass(frozen=True)
