@@ -10,10 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from jetpack.cli.options import CliState, insecure_options, pass_state, warn_insecure
+from jetpack.cli.options import (
+    CliState,
+    fetch_insecure_option,
+    insecure_options,
+    pass_state,
+    pull_policy_option,
+    warn_insecure,
+)
 
 if TYPE_CHECKING:
-    from jetpack.fetch.fetcher import Progress, ProgressTask
+    from jetpack.fetch.fetcher import Fetcher, Progress, ProgressTask
+    from jetpack.store.store import Store
 
 
 class _RichTask:
@@ -64,21 +72,51 @@ def progress_display(quiet: bool) -> Iterator[Progress | None]:
         yield _RichProgress(bar)
 
 
+def make_fetcher(
+    state: CliState,
+    store: Store,
+    pull_policy: str,
+    insecure_options_text: str,
+    *,
+    progress: Progress | None = None,
+    discovery_port: int | None = None,
+    trust_keys_from_https: bool = False,
+    signature: Path | None = None,
+) -> Fetcher:
+    """A :class:`Fetcher` set up from the configuration and the fetch options of a command
+    (``fetch``, ``run``, ``prepare``); the insecure options each print their warning."""
+    from jetpack.fetch.fetcher import Fetcher, FetchOptions, PullPolicy
+    from jetpack.fetch.transport import Transport
+    from jetpack.fetch.trust import TrustStore
+
+    insecure = insecure_options(insecure_options_text)
+    warn_insecure(insecure)
+    config = state.config
+    options = FetchOptions(
+        pull_policy=PullPolicy(pull_policy),
+        verify_signatures="image" not in insecure,
+        allow_http="http" in insecure,
+        keys_over_http="pubkey" in insecure,
+        discovery_port=discovery_port or config.fetch.discovery_port,
+        trust_keys_from_https=trust_keys_from_https,
+        signature=signature,
+    )
+    transport = Transport.from_config(
+        config.fetch, allow_http="http" in insecure, verify_tls="tls" not in insecure
+    )
+    return Fetcher(
+        store,
+        TrustStore(config.trust.local, config.trust.vendor),
+        transport,
+        options,
+        **({"progress": progress} if progress is not None else {}),
+        warn=lambda text: click.echo(f"jetpack: warning: {text}", err=True),
+    )
+
+
 @click.command()
-@click.option(
-    "--pull-policy",
-    type=click.Choice(["new", "update", "never"]),
-    default="new",
-    show_default=True,
-    help="new: the store if it has the image; update: ask the server again; never: store only.",
-)
-@click.option(
-    "--insecure-options",
-    "insecure_options_text",
-    default="none",
-    metavar="none,image,tls,http,pubkey,all",
-    help="Checks to skip (each prints a warning).",
-)
+@pull_policy_option
+@fetch_insecure_option
 @click.option(
     "--signature",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -111,38 +149,23 @@ def fetch(
     """
     import asyncio
 
-    from jetpack.fetch.fetcher import Fetcher, FetchOptions, PullPolicy
-    from jetpack.fetch.transport import Transport
-    from jetpack.fetch.trust import TrustStore
     from jetpack.store import open_store
 
     if signature is not None and len(refs) != 1:
         raise click.UsageError("--signature goes with exactly one IMAGE")
-    insecure = insecure_options(insecure_options_text)
-    warn_insecure(insecure)
-    config = state.config
-    options = FetchOptions(
-        pull_policy=PullPolicy(pull_policy),
-        verify_signatures="image" not in insecure,
-        allow_http="http" in insecure,
-        keys_over_http="pubkey" in insecure,
-        discovery_port=discovery_port or config.fetch.discovery_port,
-        trust_keys_from_https=trust_keys_from_https,
-        signature=signature,
-    )
-    transport = Transport.from_config(
-        config.fetch, allow_http="http" in insecure, verify_tls="tls" not in insecure
-    )
+    insecure_options(insecure_options_text)  # a bad value is a usage error before any work
 
     async def run_all() -> None:
-        with open_store(config) as store, progress_display(quiet) as progress:
-            fetcher = Fetcher(
+        with open_store(state.config) as store, progress_display(quiet) as progress:
+            fetcher = make_fetcher(
+                state,
                 store,
-                TrustStore(config.trust.local, config.trust.vendor),
-                transport,
-                options,
-                **({"progress": progress} if progress is not None else {}),
-                warn=lambda text: click.echo(f"jetpack: warning: {text}", err=True),
+                pull_policy,
+                insecure_options_text,
+                progress=progress,
+                discovery_port=discovery_port,
+                trust_keys_from_https=trust_keys_from_https,
+                signature=signature,
             )
             async with fetcher:
                 for ref in refs:

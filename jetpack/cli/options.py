@@ -143,3 +143,20 @@ def insecure_options(value: str) -> frozenset[str]:
 def warn_insecure(insecure: frozenset[str]) -> None:
     for option in sorted(insecure):
         click.echo(f"jetpack: warning: {_WARNINGS[option]}", err=True)
+
+
+pull_policy_option = click.option(
+    "--pull-policy",
+    type=click.Choice(["new", "update", "never"]),
+    default="new",
+    show_default=True,
+    help="new: the store if it has the image; update: ask the server again; never: store only.",
+)
+
+fetch_insecure_option = click.option(
+    "--insecure-options",
+    "insecure_options_text",
+    default="none",
+    metavar="none,image,tls,http,pubkey,all",
+    help="Fetch checks to skip (each prints a warning).",
+)

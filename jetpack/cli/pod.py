@@ -21,8 +21,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from jetpack.cli.options import CliState, Duration, format_option, pass_state
-from jetpack.errors import PodError
+from jetpack.cli.options import (
+    CliState,
+    Duration,
+    fetch_insecure_option,
+    format_option,
+    pass_state,
+    pull_policy_option,
+)
+from jetpack.errors import JetpackError, PodError
 
 if TYPE_CHECKING:
     from jetpack.runtime.pods import Pod, Pods, PodStatus
@@ -76,20 +83,8 @@ def _pod_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(dir_okay=False, path_type=Path),
             help="Write the pod's UUID to this file.",
         ),
-        click.option(
-            "--pull-policy",
-            type=click.Choice(["new", "update", "never"]),
-            default="new",
-            show_default=True,
-            help="new: fetch images the store lacks; update: fetch again; never: store only.",
-        ),
-        click.option(
-            "--insecure-options",
-            "insecure_options_text",
-            default="none",
-            metavar="none,image,tls,http,pubkey,all",
-            help="Fetch checks to skip (each prints a warning).",
-        ),
+        pull_policy_option,
+        fetch_insecure_option,
         click.argument("words", nargs=-1, type=click.UNPROCESSED, metavar="IMAGE [OPTIONS]..."),
     ]
     for option in reversed(options):
@@ -183,33 +178,10 @@ def _image(
 def _fetch(state: CliState, store: Store, ref: str, params: dict[str, Any]) -> Any:
     import asyncio
 
-    from jetpack.cli.options import insecure_options, warn_insecure
-    from jetpack.fetch.fetcher import Fetcher, FetchOptions, PullPolicy
-    from jetpack.fetch.transport import Transport
-    from jetpack.fetch.trust import TrustStore
-
-    config = state.config
-    insecure = insecure_options(params["insecure_options_text"])
-    warn_insecure(insecure)
-    options = FetchOptions(
-        pull_policy=PullPolicy(params["pull_policy"]),
-        verify_signatures="image" not in insecure,
-        allow_http="http" in insecure,
-        keys_over_http="pubkey" in insecure,
-        discovery_port=config.fetch.discovery_port,
-    )
-    transport = Transport.from_config(
-        config.fetch, allow_http="http" in insecure, verify_tls="tls" not in insecure
-    )
+    from jetpack.cli.fetch import make_fetcher
 
     async def fetch_one() -> Any:
-        fetcher = Fetcher(
-            store,
-            TrustStore(config.trust.local, config.trust.vendor),
-            transport,
-            options,
-            warn=lambda text: click.echo(f"jetpack: warning: {text}", err=True),
-        )
+        fetcher = make_fetcher(state, store, params["pull_policy"], params["insecure_options_text"])
         async with fetcher:
             return await fetcher.fetch(ref)
 
@@ -425,21 +397,31 @@ def _wait_exited(pods: Pods, pod: Pod, timeout: float | None) -> Pod:
 def stop(state: CliState, uuids: tuple[str, ...], force: bool, timeout: float) -> None:
     """Stop running pods: SIGTERM to every app, SIGKILL after the timeout."""
     pods = _pods(state)
+
+    def stop_one(pod: Pod) -> None:
+        current = pod.status()
+        if current.state != "running" or current.pid is None:
+            raise PodError(f"cannot stop pod {pod.uuid}", f"it is {current.state}")
+        _signal(current.pid, signal.SIGKILL if force else signal.SIGTERM)
+        try:
+            _wait_exited(pods, pod, timeout)
+        except PodError:
+            _signal(current.pid, signal.SIGKILL)
+            _wait_exited(pods, pod, 10)
+
+    _each(pods, uuids, stop_one)
+
+
+def _each(pods: Pods, uuids: tuple[str, ...], action: Callable[[Pod], None]) -> None:
+    """``action`` on the pod of each UUID (prefix), printing its UUID when done; a failure
+    is one line on stderr and the others still go; exit 1 if any failed."""
     failed = 0
     for uuid in uuids:
         try:
             pod = pods.find(uuid)
-            current = pod.status()
-            if current.state != "running" or current.pid is None:
-                raise PodError(f"cannot stop pod {pod.uuid}", f"it is {current.state}")
-            _signal(current.pid, signal.SIGKILL if force else signal.SIGTERM)
-            try:
-                _wait_exited(pods, pod, timeout)
-            except PodError:
-                _signal(current.pid, signal.SIGKILL)
-                _wait_exited(pods, pod, 10)
+            action(pod)
             click.echo(pod.uuid)
-        except PodError as err:
+        except JetpackError as err:
             click.echo(f"jetpack: {err}", err=True)
             failed += 1
     if failed:
@@ -532,19 +514,8 @@ def rm(state: CliState, uuids: tuple[str, ...]) -> None:
     from jetpack.runtime.stage0 import remove
     from jetpack.store import open_store
 
-    pods = _pods(state)
-    failed = 0
     with open_store(state.config) as store:
-        for uuid in uuids:
-            try:
-                pod = pods.find(uuid)
-                remove(store, pod)
-                click.echo(pod.uuid)
-            except PodError as err:
-                click.echo(f"jetpack: {err}", err=True)
-                failed += 1
-    if failed:
-        sys.exit(1)
+        _each(_pods(state), uuids, lambda pod: remove(store, pod))
 
 
 @click.command()
