@@ -124,7 +124,14 @@ def main(argv: list[str] | None = None) -> None:
     with open(os.path.join(pod_dir, "pid"), "w") as out:
         out.write(f"{pid}\n")
 
+    status_file = os.path.join(pod_dir, "status")
+
     def forward(_signum: int, _frame: object) -> None:
+        # PID 1 of a namespace gets only the signals it has a handler for: wait until it
+        # has them (it writes its first status right after), or the stop would be lost.
+        deadline = time.monotonic() + 2
+        while not os.path.exists(status_file) and time.monotonic() < deadline:
+            time.sleep(0.005)
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -263,10 +270,24 @@ def _relay(master: int, terminal: int, pid: int) -> int:
                 _drain(wake_r)
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
+                _copy_rest(master)
                 return status
     finally:
         if saved is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+
+def _copy_rest(master: int) -> None:
+    """What the pod wrote to its pty just before it ended, to the caller's terminal."""
+    os.set_blocking(master, False)
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EAGAIN: nothing more; EIO: nobody holds the pty
+            return
+        if not data:
+            return
+        _write_all(1, data)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -477,7 +498,8 @@ class Supervisor:
                 if argv is not None:
                     app.started = _now()
             else:
-                argv = app.spec.get("post_stop")
+                # post-stop follows a main that ran; a pod stopped before it, skips it
+                argv = app.spec.get("post_stop") if app.started is not None else None
             if argv:
                 self._spawn(app, argv)
                 self._write_status()
