@@ -1,6 +1,6 @@
 """``python -m jetpack`` is the ``jetpack`` command."""
 
-from jetpack.cli.main import main
+from jetpack.cli import main
 
 if __name__ == "__main__":
     main()

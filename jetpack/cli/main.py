@@ -4,12 +4,18 @@ Exit codes: 0 success; 1 invalid input or a failed operation (every ``JetpackErr
 2 bad usage (click's usage errors); 130 interrupted. Errors are one line on stderr starting
 with ``jetpack: ``; a traceback is printed only with ``--debug``.
 
-Command modules are imported here, but each imports its heavy dependencies inside the
-command body, so ``jetpack --help`` and the fast commands start quickly.
+Each command's module is imported only when that command runs, and imports its heavy
+dependencies inside the command body, so ``jetpack --help`` and the fast commands start
+quickly.
+
+The console script enters through :func:`jetpack.cli.main` (``jetpack/cli/__init__.py``),
+which turns the garbage collector off while modules load; the group turns it back on for
+every command but :data:`SHORT_LIVED`.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -59,6 +65,10 @@ COMMANDS = {
 }
 
 
+# Commands that only start a pod and end (or exec stage1): the collector stays off.
+SHORT_LIVED = frozenset({"run", "prepare", "run-prepared"})
+
+
 class LazyGroup(click.Group):
     """A group whose commands are imported when used (see COMMANDS)."""
 
@@ -98,9 +108,12 @@ class LazyGroup(click.Group):
 )
 @click.option("--debug", is_flag=True, help="Log what happens and show tracebacks on errors.")
 @click.version_option(__version__, "--version", prog_name="jetpack", message="%(prog)s %(version)s")
-@click.pass_obj
-def cli(state: CliState, data_dir: Path | None, config_file: Path | None, debug: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None, config_file: Path | None, debug: bool) -> None:
     """Jetpack runs App Container (appc) images."""
+    if ctx.invoked_subcommand not in SHORT_LIVED:
+        gc.enable()
+    state: CliState = ctx.obj
     state.data_dir = data_dir
     state.config_file = config_file
     state.debug = debug

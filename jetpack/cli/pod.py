@@ -177,6 +177,9 @@ def _image(
 
 def _fetch(state: CliState, store: Store, ref: str, params: dict[str, Any]) -> Any:
     import asyncio
+    import gc
+
+    gc.enable()  # a download is long: collect as usual (see jetpack.cli.main)
 
     from jetpack.cli.fetch import make_fetcher
 
