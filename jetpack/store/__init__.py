@@ -26,7 +26,7 @@ def open_store(config: Config, *, create: bool = True) -> Store:
     ``create=False`` (commands that only use a store): a missing store is a StoreError
     saying so, and no directory is created.
     """
-    from jetpack.aci.options import ExtractLimits
+    from jetpack.aci.limits import ExtractLimits
     from jetpack.store.backends import make_backend
     from jetpack.store.store import Store
 

@@ -226,7 +226,7 @@ class Store:
         self.data_dir = data_dir
         self.backend = backend
         if limits is None:
-            from jetpack.aci.options import ExtractLimits
+            from jetpack.aci.limits import ExtractLimits
 
             limits = ExtractLimits()
         self.limits = limits

@@ -99,13 +99,15 @@ def test_cheap_startup_imports_nothing_heavy() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_pod_start_path_imports_nothing_it_does_not_use() -> None:
+def test_pod_start_path_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
     # `jetpack run IMAGE` (image stored, tree rendered) must start in well under 100 ms: the
-    # modules it imports may not pull in the archive code (tar codec, builder, extractor,
-    # compressors), tree rendering, the other storage backends, subprocess or the thread
-    # pool, nor (resolving a name) meta discovery. Those load where a command needs them.
+    # modules it imports, and opening the store, may not pull in the archive code (tar
+    # codec, builder, extractor, compressors), tree rendering, the other storage backends,
+    # subprocess, sockets, logging or the thread pool, nor (resolving a name) meta
+    # discovery. Those load where a command needs them.
     modules = (
         "jetpack.cli.pod",
+        "jetpack.runtime.handoff",
         "jetpack.runtime.plan",
         "jetpack.runtime.stage0",
         "jetpack.store",
@@ -114,6 +116,7 @@ def test_pod_start_path_imports_nothing_it_does_not_use() -> None:
         "jetpack.discovery.appstring",
     )
     unused = (
+        "jetpack.aci.options",
         "jetpack.aci.tarformat",
         "jetpack.aci.build",
         "jetpack.aci.extract",
@@ -124,6 +127,9 @@ def test_pod_start_path_imports_nothing_it_does_not_use() -> None:
         "jetpack.discovery.meta",
         "concurrent.futures",
         "subprocess",
+        "socket",
+        "shutil",
+        "logging",
         "fractions",
         "base64",
         "tomllib",
@@ -133,7 +139,11 @@ def test_pod_start_path_imports_nothing_it_does_not_use() -> None:
         "isal",
     )
     code = (
-        f"import sys; import {', '.join(modules)}; "
+        f"import sys, pathlib; import {', '.join(modules)}; "
+        "from jetpack.config import Config, StorageConfig; "
+        f"config = Config(data_dir=pathlib.Path({str(tmp_path / 'data')!r}), "
+        "storage=StorageConfig(backend='copy')); "
+        "jetpack.store.open_store(config).close(); "
         f"print([n for n in {unused!r} if n in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
