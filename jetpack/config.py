@@ -133,6 +133,8 @@ class Credential:
 
 @dataclass(frozen=True)
 class FetchConfig:
+    """``[fetch]``: TLS trust, timeouts, the discovery port and per-host credentials."""
+
     ca_file: Path | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
@@ -152,6 +154,8 @@ DEFAULT_TRUST_VENDOR = Path("/usr/lib/jetpack/trustedkeys")
 
 @dataclass(frozen=True)
 class TrustConfig:
+    """``[trust]``: the local and the vendor trusted-key directories."""
+
     local: Path = DEFAULT_TRUST_LOCAL
     vendor: Path = DEFAULT_TRUST_VENDOR
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 import _socket  # the C module: `socket` costs 4 ms (enum, selectors) before the fork
 import os
 import sys
-from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from jetpack.runtime.pods import Pod, PodState
+if TYPE_CHECKING:
+    from jetpack.runtime.pods import Pod
 
 
 def stage1_argv(*args: str) -> list[str]:
@@ -35,7 +35,7 @@ def stage1_argv(*args: str) -> list[str]:
     ``sys.path`` (stage1 runs as root: a select.py where jetpack was started must never
     be imported).
     """
-    package_parent = str(Path(__file__).resolve().parents[2])
+    package_parent = os.path.realpath(__file__).rsplit(os.sep, 3)[0]  # .../jetpack/runtime/x.py
     boot = (
         f"import sys; sys.path.insert(0, {package_parent!r}); "
         "from jetpack.runtime.stage1 import main; main()"
@@ -52,6 +52,8 @@ class Handoff:
     def send(self, pod: Pod) -> NoReturn:
         """Move the prepared pod (locked by us) to ``run``, hand it to stage1, and end
         this process (the store is left open on purpose: see ``cli/pod.py``)."""
+        from jetpack.runtime.pods import PodState
+
         assert pod.lock_fd is not None
         pod.move(PodState.RUN)
         rights = pod.lock_fd.to_bytes(4, sys.byteorder)

@@ -144,6 +144,8 @@ class TreeRecord:
 
 @dataclass(frozen=True)
 class ImportResult:
+    """What an import gave: the image, and whether it is new to the store."""
+
     image: ImageRecord
     new: bool
 
@@ -174,6 +176,8 @@ class Remote:
 
 @dataclass(frozen=True)
 class Summary:
+    """The store in numbers, for ``jetpack info``."""
+
     backend: str
     images: int
     trees: int
