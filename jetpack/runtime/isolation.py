@@ -9,16 +9,18 @@ spec asks of an ACE that ignores one.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from jetpack.errors import PodError
-from jetpack.schema.isolators import (
+from jetpack.schema.isolator_names import (
     CAPABILITIES_REMOVE,
     CAPABILITIES_RETAIN,
     DEFAULT_CAPABILITIES,
     NO_NEW_PRIVILEGES,
-    CapabilitiesSet,
-    Isolator,
 )
+
+if TYPE_CHECKING:
+    from jetpack.schema.isolators import Isolator
 
 # linux/capability.h
 CAPABILITIES = {
@@ -63,6 +65,9 @@ def app_isolation(app: str, isolators: Iterable[Isolator]) -> tuple[dict[str, ob
     no_new_privs = False
     ignored: list[str] = []
     for isolator in isolators:
+        # Parsing the manifest loaded the isolator module already, if it had any.
+        from jetpack.schema.isolators import CapabilitiesSet
+
         value = isolator.value
         if isolator.name == CAPABILITIES_RETAIN and isinstance(value, CapabilitiesSet):
             caps = _numbers(value.set, app)

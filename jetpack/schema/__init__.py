@@ -23,7 +23,7 @@ so in a comment and has a ``test_spec_text_*`` test.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jetpack.errors import ManifestError
 from jetpack.schema._json import FrozenDict, case_hint, load_document, quote
@@ -34,15 +34,7 @@ from jetpack.schema.image import (
     ImageManifest,
     parse_image_manifest,
 )
-from jetpack.schema.isolators import (
-    DEFAULT_CAPABILITIES,
-    KNOWN_ISOLATORS,
-    CapabilitiesSet,
-    Isolator,
-    ResourceValue,
-    SeccompSet,
-    SELinuxContext,
-)
+from jetpack.schema.isolator_names import DEFAULT_CAPABILITIES
 from jetpack.schema.pod import (
     POD_MANIFEST_KIND,
     ExposedPort,
@@ -53,7 +45,6 @@ from jetpack.schema.pod import (
     Volume,
     parse_pod_manifest,
 )
-from jetpack.schema.quantity import Quantity
 from jetpack.schema.types import (
     APPC_VERSION,
     OS_ARCH,
@@ -71,6 +62,38 @@ from jetpack.schema.types import (
     validate_semver,
     validate_uuid,
 )
+
+if TYPE_CHECKING:
+    from jetpack.schema.isolators import (
+        KNOWN_ISOLATORS,
+        CapabilitiesSet,
+        Isolator,
+        ResourceValue,
+        SeccompSet,
+        SELinuxContext,
+    )
+    from jetpack.schema.quantity import Quantity
+
+# Loaded on first use: most manifests have no isolators, and a pod start should not pay
+# for parsing them (see jetpack.schema.isolator_names).
+_LAZY = {
+    "KNOWN_ISOLATORS": "jetpack.schema.isolators",
+    "CapabilitiesSet": "jetpack.schema.isolators",
+    "Isolator": "jetpack.schema.isolators",
+    "ResourceValue": "jetpack.schema.isolators",
+    "SeccompSet": "jetpack.schema.isolators",
+    "SELinuxContext": "jetpack.schema.isolators",
+    "Quantity": "jetpack.schema.quantity",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "APPC_VERSION",

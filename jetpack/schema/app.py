@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from jetpack.errors import ManifestError
 from jetpack.schema._json import (
@@ -24,8 +24,10 @@ from jetpack.schema._json import (
     quote,
     with_extra,
 )
-from jetpack.schema.isolators import Isolator, check_isolators, parse_isolators
 from jetpack.schema.types import ACName, Environment, UserMap, validate_ac_name
+
+if TYPE_CHECKING:
+    from jetpack.schema.isolators import Isolator
 
 MAX_ID = 2**32 - 1
 EVENT_NAMES = ("pre-start", "post-stop")
@@ -231,8 +233,11 @@ class App:
         # unique (the Go code does not check).
         _unique_names(self.mount_points, "mountPoints", "mount point")
         _unique_names(self.ports, "ports", "port")
-        with at("isolators"):
-            check_isolators(self.isolators, "app")
+        if self.isolators:  # the isolator module loads only for manifests that have some
+            from jetpack.schema.isolators import check_isolators
+
+            with at("isolators"):
+                check_isolators(self.isolators, "app")
 
     def event_handler(self, name: EventName) -> EventHandler | None:
         return next((h for h in self.event_handlers if h.name == name), None)
@@ -258,6 +263,8 @@ class App:
         isolators: tuple[Isolator, ...] = ()
         if (raw_isolators := fields.opt("isolators")) is not None:
             with at("isolators"):
+                from jetpack.schema.isolators import parse_isolators
+
                 isolators = parse_isolators(raw_isolators, "app")
         mount_points = []
         for i, item in enumerate(fields.opt_list("mountPoints")):

@@ -34,31 +34,27 @@ from jetpack.schema._json import (
     thaw,
     with_extra,
 )
+from jetpack.schema.isolator_names import (
+    CAPABILITIES_REMOVE,
+    CAPABILITIES_RETAIN,
+    CPU_SHARES,
+    NO_NEW_PRIVILEGES,
+    OOM_SCORE_ADJ,
+    RESOURCE_BLOCK_BANDWIDTH,
+    RESOURCE_BLOCK_IOPS,
+    RESOURCE_CPU,
+    RESOURCE_MEMORY,
+    RESOURCE_NETWORK_BANDWIDTH,
+    SECCOMP_REMOVE,
+    SECCOMP_RETAIN,
+    SELINUX_CONTEXT,
+    UNIX_SYSCTL,
+)
+from jetpack.schema.isolator_names import (
+    DEFAULT_CAPABILITIES as DEFAULT_CAPABILITIES,  # re-exported
+)
 from jetpack.schema.quantity import Quantity
 from jetpack.schema.types import ACIdentifier, validate_ac_identifier
-
-RESOURCE_CPU: Final = "resource/cpu"
-RESOURCE_MEMORY: Final = "resource/memory"
-RESOURCE_BLOCK_BANDWIDTH: Final = "resource/block-bandwidth"
-RESOURCE_BLOCK_IOPS: Final = "resource/block-iops"
-RESOURCE_NETWORK_BANDWIDTH: Final = "resource/network-bandwidth"
-CAPABILITIES_RETAIN: Final = "os/linux/capabilities-retain-set"
-CAPABILITIES_REMOVE: Final = "os/linux/capabilities-remove-set"
-NO_NEW_PRIVILEGES: Final = "os/linux/no-new-privileges"
-SECCOMP_RETAIN: Final = "os/linux/seccomp-retain-set"
-SECCOMP_REMOVE: Final = "os/linux/seccomp-remove-set"
-SELINUX_CONTEXT: Final = "os/linux/selinux-context"
-UNIX_SYSCTL: Final = "os/unix/sysctl"
-# Not in the 0.8.11 spec text, but defined by the reference Go code of the same release.
-OOM_SCORE_ADJ: Final = "os/linux/oom-score-adj"
-CPU_SHARES: Final = "os/linux/cpu-shares"
-
-#: The 14 capabilities an app keeps when it has no capability isolator.
-DEFAULT_CAPABILITIES: Final = (
-    "CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER",
-    "CAP_KILL", "CAP_MKNOD", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE", "CAP_SETUID",
-    "CAP_SETGID", "CAP_SETPCAP", "CAP_SETFCAP", "CAP_SYS_CHROOT",
-)  # fmt: skip
 
 SECCOMP_EMPTY: Final = "@appc.io/empty"
 SECCOMP_ALL: Final = "@appc.io/all"

@@ -23,7 +23,7 @@ from jetpack.errors import ManifestError
 from jetpack.schema._json import at, quote
 from jetpack.schema.app import MAX_ID, App, MountPoint, Port
 from jetpack.schema.image import ImageManifest, parse_image_manifest
-from jetpack.schema.isolators import (
+from jetpack.schema.isolator_names import (
     CAPABILITIES_REMOVE,
     CAPABILITIES_RETAIN,
     CPU_SHARES,
@@ -36,8 +36,8 @@ from jetpack.schema.isolators import (
     RESOURCE_NETWORK_BANDWIDTH,
     SECCOMP_REMOVE,
     SECCOMP_RETAIN,
-    Isolator,
 )
+from jetpack.schema.isolators import Isolator
 from jetpack.schema.types import validate_ac_identifier
 
 SeccompMode = Literal["remove", "retain"]

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from jetpack.errors import ManifestError
 from jetpack.schema._json import (
@@ -31,7 +31,6 @@ from jetpack.schema._json import (
 )
 from jetpack.schema.app import MAX_ID, App, Port
 from jetpack.schema.image import read_annotations, read_kind, read_labels
-from jetpack.schema.isolators import Isolator, check_isolators, parse_isolators
 from jetpack.schema.types import (
     CURRENT_VERSION,
     ACIdentifier,
@@ -47,6 +46,9 @@ from jetpack.schema.types import (
     validate_ipv4,
     validate_semver,
 )
+
+if TYPE_CHECKING:
+    from jetpack.schema.isolators import Isolator
 
 POD_MANIFEST_KIND: Final = "PodManifest"
 VolumeKind = Literal["host", "empty"]
@@ -373,8 +375,11 @@ class PodManifest:
                         f"apps[{i}].app.ports[{j}].name",
                         f"port {quote(str(port.name))} is also declared by app {quote(owner)}",
                     )
-        with at("isolators"):
-            check_isolators(self.isolators, "pod")
+        if self.isolators:  # the isolator module loads only for manifests that have some
+            from jetpack.schema.isolators import check_isolators
+
+            with at("isolators"):
+                check_isolators(self.isolators, "pod")
 
     @staticmethod
     def _check_unique(key: str, names: list[ACName], what: str) -> None:
@@ -414,6 +419,8 @@ class PodManifest:
         isolators: tuple[Isolator, ...] = ()
         if (raw := fields.opt("isolators")) is not None:
             with at("isolators"):
+                from jetpack.schema.isolators import parse_isolators
+
                 isolators = parse_isolators(raw, "pod")
         ports = []
         for i, item in enumerate(fields.opt_list("ports")):

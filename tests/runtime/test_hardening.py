@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from jetpack.runtime.isolation import CAPABILITIES
-from jetpack.schema.isolators import DEFAULT_CAPABILITIES
+from jetpack.schema.isolator_names import DEFAULT_CAPABILITIES
 from tests.runtime.conftest import PodEnv
 
 pytestmark = pytest.mark.root
