@@ -34,11 +34,15 @@ def init(state: CliState) -> None:
 @format_option(("text", "json"))
 @pass_state
 def info(state: CliState, output_format: str) -> None:
-    """Show the version, data directory, storage backend, image count and store size."""
+    """Show the version, data directory, storage backend, images, store size and pods."""
+    from collections import Counter
+
+    from jetpack.runtime.pods import Pods
     from jetpack.store import open_store
 
     with open_store(state.config, create=False) as store:
         summary = store.summary()
+    states = Counter(pod.status().state for pod in Pods(state.config.data_dir / "pods").all())
     facts = {
         "version": __version__,
         "appc-spec": APPC_SPEC_VERSION,
@@ -48,10 +52,13 @@ def info(state: CliState, output_format: str) -> None:
         "images": summary.images,
         "trees": summary.trees,
         "store-size": summary.size,
+        "pods": dict(sorted(states.items())),
     }
     if output_format == "json":
         click.echo(json.dumps(facts, indent=2))
         return
     for key, value in facts.items():
         shown = human_size(value) if key == "store-size" and isinstance(value, int) else value
+        if isinstance(value, dict):
+            shown = ", ".join(f"{n} {state}" for state, n in value.items()) or "none"
         click.echo(f"{key + ':':13} {shown if shown is not None else '-'}")

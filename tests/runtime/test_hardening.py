@@ -285,3 +285,13 @@ def test_run_reports_what_stage0_reports(make_pod_env: Callable[..., PodEnv]) ->
     assert missing.stderr.startswith("jetpack: no image example.com/absent:1.0 in the store")
     assert missing.stderr.count("\n") == 1
     assert env.pod_entries() == set()
+
+
+def test_info_counts_pods_by_state(make_pod_env: Callable[..., PodEnv]) -> None:
+    env = make_pod_env()
+    assert json.loads(env.ok("info", "--format", "json").stdout)["pods"] == {}
+    env.ok("run", BUSYBOX)
+    env.ok("prepare", BUSYBOX)
+    facts = json.loads(env.ok("info", "--format", "json").stdout)
+    assert facts["pods"] == {"exited": 1, "prepared": 1}
+    assert "pods:         1 exited, 1 prepared" in env.ok("info").stdout
