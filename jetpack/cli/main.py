@@ -158,7 +158,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"jetpack: {_one_line(exc.format_message())}", err=True)
         return exc.exit_code
-    except click.Abort:
+    except click.Abort as exc:
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            click.echo("jetpack: interrupted", err=True)  # click made it an Abort
+            return EXIT_INTERRUPTED
         click.echo("jetpack: aborted", err=True)
         return 1
     except JetpackError as exc:

@@ -95,13 +95,19 @@ _RUN_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": False
 
 
 @contextlib.contextmanager
-def _prepared(state: CliState, params: dict[str, Any]) -> Iterator[Pod]:
+def _prepared(state: CliState, params: dict[str, Any]) -> Iterator[tuple[Store, Pod]]:
     """Parse, fetch what is missing, reify and prepare: the common part of run/prepare.
 
     The store stays open while the caller uses the pod: ``run`` execs stage1 from inside,
     and closing the index first would checkpoint SQLite's WAL (~8 ms per pod start) for
     no gain — the next writer does it, and the WAL is crash-safe by design.
+
+    SIGTERM and SIGHUP interrupt like Ctrl-C meanwhile, so a half-prepared pod is removed.
     """
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.default_int_handler)
     from jetpack.runtime import plan
     from jetpack.runtime.stage0 import RuntimeOptions, prepare
     from jetpack.store import open_store
@@ -144,13 +150,16 @@ def _prepared(state: CliState, params: dict[str, Any]) -> Iterator[Pod]:
             manifest = plan.reify(
                 apps, images, volumes=volumes, environment=env, annotations=annotations
             )
-        yield prepare(
+        yield (
             store,
-            _pods(state),
-            manifest,
-            options,
-            on_created=save_uuid,
-            warn=lambda text: click.echo(f"jetpack: warning: {text}", err=True),
+            prepare(
+                store,
+                _pods(state),
+                manifest,
+                options,
+                on_created=save_uuid,
+                warn=lambda text: click.echo(f"jetpack: warning: {text}", err=True),
+            ),
         )
 
 
@@ -240,12 +249,13 @@ def run(state: CliState, /, **params: Any) -> NoReturn:
     --working-dir DIR, --mount volume=NAME,target=PATH, --readonly-rootfs, -- ARGS...
     """
     from jetpack.runtime.handoff import fork_stage1
+    from jetpack.runtime.stage0 import discard
 
     # Stage1 boots in the parent (the process the shell waits for) while this child
     # prepares the pod; see jetpack.runtime.handoff.
     handoff = fork_stage1()
-    with _prepared(state, params) as pod:
-        handoff.send(pod)
+    with _prepared(state, params) as (store, pod):
+        handoff.send(pod, discard=lambda: discard(store, pod))
 
 
 @click.command(context_settings=_RUN_CONTEXT)
@@ -253,7 +263,7 @@ def run(state: CliState, /, **params: Any) -> NoReturn:
 @pass_state
 def prepare(state: CliState, /, **params: Any) -> None:
     """Prepare a pod (as run does) without starting it; print its UUID."""
-    with _prepared(state, params) as pod:
+    with _prepared(state, params) as (_store, pod):
         pod.unlock()
         click.echo(pod.uuid)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import _socket  # the C module: `socket` costs 4 ms (enum, selectors) before the fork
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
@@ -49,17 +50,35 @@ class Handoff:
     def __init__(self, sock: _socket.socket) -> None:
         self._sock = sock
 
-    def send(self, pod: Pod) -> NoReturn:
+    def send(self, pod: Pod, discard: Callable[[], None]) -> NoReturn:
         """Move the prepared pod (locked by us) to ``run``, hand it to stage1, and end
-        this process (the store is left open on purpose: see ``cli/pod.py``)."""
+        this process (the store is left open on purpose: see ``cli/pod.py``).
+
+        Interrupts wait until this is done. If stage1 is gone (killed meanwhile), the pod
+        is ``discard``-ed and :class:`PodError` says so, instead of a pod that never ran.
+        """
+        import signal
+
+        from jetpack.errors import PodError
         from jetpack.runtime.pods import PodState
 
         assert pod.lock_fd is not None
-        pod.move(PodState.RUN)
-        rights = pod.lock_fd.to_bytes(4, sys.byteorder)
-        self._sock.sendmsg(
-            [os.fsencode(pod.path)], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)]
-        )
+        stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
+            pod.move(PodState.RUN)
+            rights = pod.lock_fd.to_bytes(4, sys.byteorder)
+            self._sock.sendmsg(
+                [os.fsencode(pod.path)], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)]
+            )
+        except OSError as err:
+            discard()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+            raise PodError(
+                f"cannot start pod {pod.uuid}",
+                f"stage1 is gone ({err.strerror or err})",
+                "was jetpack run killed? the pod was removed",
+            ) from err
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

@@ -18,7 +18,7 @@ import marshal
 import os
 import posixpath
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -145,10 +145,23 @@ def prepare(
         (pod.path / "pod").write_bytes(manifest.dumps(pretty=True) + b"\n")
         pod.move(PodState.PREPARED)
     except BaseException:
-        with contextlib.suppress(JetpackError, OSError):
+        # A second Ctrl-C must not cut the clean-up short.
+        with _interrupts_held(), contextlib.suppress(JetpackError, OSError):
             discard(store, pod)
         raise
     return pod
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    import signal
+
+    stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
 
 def _check_volume_sources(volumes: Iterable[Volume]) -> None:

@@ -90,8 +90,10 @@ def main(argv: list[str] | None = None) -> None:
     STAGE0_PID`` (``run``: the pod comes through the socket once stage0 prepared it; see
     :mod:`jetpack.runtime.handoff`). Runs the pod and exits with its status."""
     args = sys.argv[1:] if argv is None else argv
+    # Signals that arrive before the supervisor can take them are remembered and sent on.
+    pending: list[int] = []
     if args[0] == "--handoff":
-        pod_dir, lock_fd = _receive(int(args[1]), int(args[2]))
+        pod_dir, lock_fd = _receive(int(args[1]), int(args[2]), pending)
     else:
         pod_dir, lock_fd = args[0], int(args[1])
     os.chdir("/")
@@ -109,8 +111,6 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:
         _say(f"cannot start pod {launch['uuid']}: {err.strerror} (run jetpack as root)")
         sys.exit(EXIT_STAGE1_FAILED)
-    # Signals that arrive before the supervisor can take them are remembered and sent on.
-    pending: list[int] = []
     for signum in STOPPED_BY:
         signal.signal(signum, lambda n, _f: pending.append(n))
     pid = os.fork()
@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(signum, signal.SIG_DFL)
         code = EXIT_STAGE1_FAILED
         try:
+            # The pod lives as long as the `jetpack run` that started it: killed (even
+            # with SIGKILL), it takes PID 1, and with it every process of the pod.
+            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
             if pty is not None:
                 os.close(pty[0])
                 for fd in (0, 1, 2):
@@ -161,26 +164,31 @@ def main(argv: list[str] | None = None) -> None:
     _exit(128 - code if code < 0 else code)
 
 
-def _receive(sock_fd: int, stage0: int) -> tuple[str, int]:
+def _receive(sock_fd: int, stage0: int, pending: list[int]) -> tuple[str, int]:
     """Wait for stage0 (our child) to hand the prepared pod over: its directory and its
     lock. If stage0 ends without doing so (an error it reported, Ctrl-C), exit with its
-    status. SIGTERM/SIGHUP meanwhile reach stage0 as SIGINT, which makes it clean up."""
+    status. A stop signal meanwhile reaches stage0 as SIGINT, which makes it clean up,
+    and is kept in ``pending``: if the pod arrives all the same, it is stopped at once."""
     import _socket  # the C module: `socket` would import enum, selectors...
 
-    def interrupt(_signum: int, _frame: object) -> None:
-        try:
-            os.kill(stage0, signal.SIGINT)
-        except ProcessLookupError:
-            pass
+    receiving = True
 
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGHUP, interrupt)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends stage0 its own
+    def interrupt(signum: int, _frame: object) -> None:
+        pending.append(signum)
+        if receiving:
+            try:
+                os.kill(stage0, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    for signum in STOPPED_BY:
+        signal.signal(signum, interrupt)
     sock = _socket.socket(fileno=sock_fd)
     try:
         data, ancillary, _flags, _addr = sock.recvmsg(4096, _socket.CMSG_SPACE(4))
     except OSError:
         data, ancillary = b"", []
+    receiving = False  # from here on stage0 is ending, or gone: never signal it again
     sock.close()
     status = _wait(stage0)
     fds = [
@@ -259,7 +267,10 @@ def _relay(master: int, terminal: int, pid: int) -> int:
             except InterruptedError:
                 ready = []
             if 0 in ready:
-                data = os.read(0, 65536)
+                try:
+                    data = os.read(0, 65536)
+                except OSError:  # the terminal went away (EIO)
+                    data = b""
                 if data:
                     _write_all(master, data)
                 else:  # end of input: the pty's end-of-file character tells the app
@@ -271,7 +282,10 @@ def _relay(master: int, terminal: int, pid: int) -> int:
                 except OSError:  # EIO: no process holds the pty any more
                     data = b""
                 if data:
-                    _write_all(1, data)
+                    try:
+                        _write_all(1, data)
+                    except OSError:  # the terminal went away: the pod goes on unseen
+                        pass
                 else:
                     inputs.remove(master)
             if wake_r in ready:
@@ -282,7 +296,10 @@ def _relay(master: int, terminal: int, pid: int) -> int:
                 return status
     finally:
         if saved is not None:
-            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+            try:
+                termios.tcsetattr(0, termios.TCSADRAIN, saved)
+            except termios.error:
+                pass  # no terminal left to restore
 
 
 def _copy_rest(master: int) -> None:
@@ -295,7 +312,10 @@ def _copy_rest(master: int) -> None:
             return
         if not data:
             return
-        _write_all(1, data)
+        try:
+            _write_all(1, data)
+        except OSError:
+            return
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -496,20 +516,33 @@ class Supervisor:
             pass
 
     def _advance(self, app: App) -> None:
-        """Start the next phase of ``app`` that has something to run."""
+        """Start the next phase of ``app`` that has something to run.
+
+        The stop signals are blocked from the look at ``stopping`` to the fork: a stop in
+        between is then handled after the fork, and its ``kill(-1)`` reaches the new
+        process (which drops PID 1's handlers before it unblocks them).
+        """
         while app.phase != DONE:
             argv: list[str] | None
-            if app.phase == PRE_START:
-                argv = None if self.stopping else app.spec.get("pre_start")
-            elif app.phase == MAIN:
-                argv = None if self.stopping else app.spec["exec"]
-                if argv is not None:
-                    app.started = _now()
-            else:
-                # post-stop follows a main that ran; a pod stopped before it, skips it
-                argv = app.spec.get("post_stop") if app.started is not None else None
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOPPED_BY)
+            try:
+                if app.phase == PRE_START:
+                    argv = None if self.stopping else app.spec.get("pre_start")
+                elif app.phase == MAIN:
+                    argv = None if self.stopping else app.spec["exec"]
+                    if argv is not None:
+                        app.started = _now()
+                    elif app.exit_code is None:  # stopped before it started
+                        app.exit_code = 128 + signal.SIGTERM
+                        app.error = "stopped before it started"
+                else:
+                    # post-stop follows a main that ran; a pod stopped before it skips it
+                    argv = app.spec.get("post_stop") if app.started is not None else None
+                if argv:
+                    self._spawn(app, argv)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPED_BY)
             if argv:
-                self._spawn(app, argv)
                 self._write_status()
                 return
             app.phase = _NEXT[app.phase]
@@ -522,6 +555,12 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:
             try:
+                # PID 1's handlers are not the app's: a stop must end this process (the
+                # signals are still blocked here, see _advance).
+                for signum in STOPPED_BY | {signal.SIGCHLD, signal.SIGPIPE}:
+                    signal.signal(signum, signal.SIG_DFL)
+                signal.set_wakeup_fd(-1)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPED_BY)
                 if not attach:
                     os.dup2(self.null_fd, 0)
                     os.dup2(pipes[0][1], 1)
@@ -680,9 +719,6 @@ def _exec_app(spec: dict[str, Any], argv: list[str], attach: bool, last_cap: int
             f"app {spec['name']}: cannot enter its working directory {spec['cwd']}: {err.strerror}"
         )
         os._exit(EXIT_NOT_FOUND)
-    for signum in STOPPED_BY | {signal.SIGCHLD, signal.SIGPIPE}:
-        signal.signal(signum, signal.SIG_DFL)
-    signal.set_wakeup_fd(-1)
     # Whatever the caller of jetpack left open and inheritable stays out of the pod.
     os.closerange(3, 1 << 20)
     try:
