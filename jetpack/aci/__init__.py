@@ -19,6 +19,7 @@ Everything is pure file I/O on paths and file objects given by the caller; nothi
 
 from typing import TYPE_CHECKING
 
+from jetpack._lazy import lazy_attributes
 from jetpack.errors import ACIError
 
 if TYPE_CHECKING:
@@ -67,16 +68,4 @@ _SUBMODULE = {
 }
 
 if not TYPE_CHECKING:
-
-    def __getattr__(name: str) -> object:
-        submodule = _SUBMODULE.get(name)
-        if submodule is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        from importlib import import_module
-
-        value = getattr(import_module(f"{__name__}.{submodule}"), name)
-        globals()[name] = value
-        return value
-
-    def __dir__() -> list[str]:
-        return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy_attributes(__name__, _SUBMODULE, globals())

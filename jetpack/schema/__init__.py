@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from jetpack._lazy import lazy_attributes
 from jetpack.errors import ManifestError
 from jetpack.schema._json import FrozenDict, case_hint, load_document, quote
 from jetpack.schema.app import App, EventHandler, MountPoint, Port
@@ -77,27 +78,18 @@ if TYPE_CHECKING:
 # Loaded on first use: most manifests have no isolators, and a pod start should not pay
 # for parsing them (see jetpack.schema.isolator_names).
 _LAZY = {
-    "KNOWN_ISOLATORS": "jetpack.schema.isolators",
-    "CapabilitiesSet": "jetpack.schema.isolators",
-    "Isolator": "jetpack.schema.isolators",
-    "ResourceValue": "jetpack.schema.isolators",
-    "SeccompSet": "jetpack.schema.isolators",
-    "SELinuxContext": "jetpack.schema.isolators",
-    "Quantity": "jetpack.schema.quantity",
+    "KNOWN_ISOLATORS": "isolators",
+    "CapabilitiesSet": "isolators",
+    "Isolator": "isolators",
+    "ResourceValue": "isolators",
+    "SeccompSet": "isolators",
+    "SELinuxContext": "isolators",
+    "Quantity": "quantity",
 }
 
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
     "APPC_VERSION",
