@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import errno
 import fcntl
 import json
 import marshal
@@ -71,7 +70,8 @@ LOCK_RETRY_DELAY = 0.01
 DATA = "data"  # pods/data/<uuid>/: app rootfs and empty volumes, outside the state dirs
 
 
-def _now() -> str:
+def now() -> str:
+    """The current time as pods record it (UTC, ISO 8601)."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
@@ -359,22 +359,16 @@ class Pods:
 
 
 def remove_dir(path: Path) -> None:
-    """Remove ``path`` and its contents, never crossing into a mount (rmtree refuses to
-    follow symlinks; a mount point left below makes it fail with EBUSY)."""
-    import shutil  # 3 ms (bz2, lzma): not on the way to starting a pod
+    """Remove ``path`` and its contents (symlinks never followed, any depth); no error if
+    it is gone. Only for what holds no mount: a pod's directory, a released data dir."""
+    from jetpack.aci.extract import remove_tree
 
     try:
-        shutil.rmtree(path)
+        remove_tree(path)
     except FileNotFoundError:
         pass
     except OSError as err:
-        if err.errno != errno.ENOENT:
-            raise PodError(f"cannot remove {path}", err.strerror or str(err)) from err
-
-
-def now() -> str:
-    """The current time as pods record it (UTC, ISO 8601)."""
-    return _now()
+        raise PodError(f"cannot remove {path}", err.strerror or str(err)) from err
 
 
 def in_use(pods: Pods) -> set[str]:

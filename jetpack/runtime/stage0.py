@@ -324,8 +324,6 @@ def _remove_data(path: Path) -> None:
     grows with every pod on the host): deleting through a mount left there would delete
     what it shows.
     """
-    from jetpack.aci.extract import remove_tree
-
     apps = path / "apps"
     candidates = (
         [p for app in apps.iterdir() for p in (app / "rootfs", app / ".zfs")]
@@ -339,10 +337,7 @@ def _remove_data(path: Path) -> None:
             f"still mounted: {', '.join(still[:3])}",
             "unmount it, then run jetpack gc",
         )
-    try:
-        remove_tree(path)
-    except OSError as err:
-        raise PodError(f"cannot remove {path}", err.strerror or str(err)) from err
+    remove_dir(path)
 
 
 def remove(store: Store, pod: Pod) -> None:
