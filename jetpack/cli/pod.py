@@ -169,15 +169,14 @@ def _image(
     """The image ``ref`` names: from the store when the pull policy allows, else fetched."""
     from jetpack.errors import StoreError
 
-    if ref.startswith("sha512-"):  # an image ID names what the store has; nothing to fetch
-        record = store.resolve(ref)
-        return record.id, record.manifest
-    if params["pull_policy"] != "update" and "://" not in ref and not Path(ref).exists():
+    is_id = ref.startswith("sha512-")  # an image ID names what the store has: never fetched
+    local = params["pull_policy"] != "update" and "://" not in ref and not Path(ref).exists()
+    if is_id or local:
         try:
             record = store.resolve(ref)
             return record.id, record.manifest
         except StoreError:
-            if params["pull_policy"] == "never":
+            if is_id or params["pull_policy"] == "never":
                 raise
     record = _fetch(state, store, ref, params)
     return record.id, record.manifest

@@ -116,16 +116,16 @@ def prepare(
             app_dir = pod.app_dir(str(app.name))
             app_dir.mkdir(mode=0o700, parents=True)
             root = store.backend.create_rootfs(tree.key, app_dir)
-            image_app = store.get(str(app.image.id))
-            effective = app.app or (image_app.manifest.app if image_app else None)
+            effective = app.app or _image_app(store, str(app.image.id))
             if effective is None:
                 raise PodError(
                     f"cannot prepare app {app.name}",
                     f"its image {app.image.name or app.image.id} has no app to run",
                     "give --exec",
                 )
-            launch_apps.append(_launch_app(str(app.name), effective, root, app, volumes))
-            ignored += [f"app {app.name}: {name}" for name in launch_apps[-1].pop("ignored")]
+            launch_app, not_enforced = _launch_app(str(app.name), effective, root, app, volumes)
+            launch_apps.append(launch_app)
+            ignored += [f"app {app.name}: {name}" for name in not_enforced]
             _write_network_files(root, hostname, options.dns)
         stage1_root = pod.data_dir / "stage1"  # where stage1 builds the pod's root
         stage1_root.mkdir(mode=0o700)
@@ -164,6 +164,12 @@ def _interrupts_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
 
+def _image_app(store: Store, image_id: str) -> App | None:
+    """The app of a stored image (only asked when the pod manifest has none of its own)."""
+    record = store.get(image_id)
+    return record.manifest.app if record is not None else None
+
+
 def _check_volume_sources(volumes: Iterable[Volume]) -> None:
     for volume in volumes:
         if volume.kind == "host" and volume.source and not Path(volume.source).exists():
@@ -200,8 +206,9 @@ def _launch_app(
     root: Path,
     runtime_app: RuntimeApp,
     volumes: dict[str, tuple[Volume, str]],
-) -> dict[str, Any]:
-    """Stage1's description of one app: plain values only."""
+) -> tuple[dict[str, Any], list[str]]:
+    """Stage1's description of one app (plain values only), and the names of its
+    isolators that are not enforced."""
     if not app.exec:
         raise PodError(f"cannot prepare app {name}", "its image sets no exec", "give --exec CMD")
     uid = inroot.resolve_user(root, app.user)
@@ -239,9 +246,8 @@ def _launch_app(
         )
     handlers = {h.name: list(h.exec) for h in app.event_handlers}
     isolation, ignored = app_isolation(name, app.isolators)
-    return {
+    launch = {
         **isolation,
-        "ignored": ignored,
         "name": name,
         "root": str(root),
         "read_only": bool(runtime_app.read_only_root_fs),
@@ -255,6 +261,7 @@ def _launch_app(
         "post_stop": handlers.get("post-stop"),
         "mounts": mounts,
     }
+    return launch, ignored
 
 
 def _normal(path: str) -> str:
