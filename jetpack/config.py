@@ -57,6 +57,11 @@ The file, with every key this version knows::
     # password-hash = "scrypt$..."    # Basic name:password (jetpack serve --hash-password)
     prefixes = ["example.com/app"]    # whole path components; "*" means every name
 
+    [metadata]                        # the metadata service (jetpack metadata-service)
+    listen = "127.0.0.1:812"          # IP:PORT of its HTTP side; port 0: any free one (kept
+                                      # across restarts while pods are registered)
+    register = true                   # false: pods run without AC_METADATA_URL
+
     [push]                            # jetpack push defaults
     server = "https://images.example.com"
     token = "..."                     # or $JETPACK_PUSH_TOKEN, or --token
@@ -161,6 +166,7 @@ class TrustConfig:
 
 
 DEFAULT_LISTEN = "127.0.0.1:8443"
+DEFAULT_METADATA_LISTEN = "127.0.0.1:812"  # below 1024: no unprivileged process can take it
 DEFAULT_MAX_UPLOAD = 4 << 30
 
 
@@ -194,6 +200,14 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class MetadataConfig:
+    """``[metadata]``: the per-host metadata service pods reach at ``AC_METADATA_URL``."""
+
+    listen: str = DEFAULT_METADATA_LISTEN
+    register: bool = True
+
+
+@dataclass(frozen=True)
 class PushConfig:
     """``[push]``: where ``jetpack push`` sends images, and with which token."""
 
@@ -213,6 +227,7 @@ class Config:
     trust: TrustConfig = field(default_factory=TrustConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    metadata: MetadataConfig = field(default_factory=MetadataConfig)
 
 
 def parse_size(value: object, where: str) -> int:
@@ -566,6 +581,39 @@ def _parse_push(raw: object, source: Path) -> PushConfig:
     )
 
 
+def _parse_metadata(raw: object, source: Path) -> MetadataConfig:
+    table = _section(raw, "metadata", source)
+    if table is None:
+        return MetadataConfig()
+    listen, register = _take(table, "listen"), _take(table, "register")
+    _reject_unknown(table, "metadata.", source)
+    if listen is None:
+        listen = DEFAULT_METADATA_LISTEN
+    try:
+        if not isinstance(listen, str):
+            raise ValueError(f"{listen!r} is not HOST:PORT")
+        parse_ip_listen(listen)
+    except ValueError as err:
+        raise ConfigError(f"invalid configuration {source}", f"metadata.listen: {err}") from err
+    return MetadataConfig(
+        listen=listen,
+        register=True if register is None else _flag(register, "metadata.register", source),
+    )
+
+
+def parse_ip_listen(value: str) -> tuple[str, int]:
+    """As :func:`parse_listen`, and the host must be an IP address (a pod cannot resolve
+    names to reach its metadata service)."""
+    import ipaddress
+
+    host, port = parse_listen(value)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r}: the host must be an IP address, e.g. 127.0.0.1") from None
+    return host, port
+
+
 def load_config(
     config_file: Path | None = None,
     data_dir: Path | None = None,
@@ -611,6 +659,7 @@ def load_config(
     trust = _parse_trust(_take(table, "trust"), path)
     serve = _parse_serve(_take(table, "serve"), path)
     push = _parse_push(_take(table, "push"), path)
+    metadata = _parse_metadata(_take(table, "metadata"), path)
     _reject_unknown(table, "", path)
     if file_dir is not None and not isinstance(file_dir, str):
         raise ConfigError(f"invalid configuration {path}", f"data-dir: {file_dir!r} is not a path")
@@ -629,4 +678,5 @@ def load_config(
         trust=trust,
         serve=serve,
         push=push,
+        metadata=metadata,
     )

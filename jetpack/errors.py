@@ -14,6 +14,7 @@
     │                                ambiguous prefix, damaged store, busy resource)
     ├── PodError                     a pod cannot be planned, prepared, run, entered or removed
     │                                (bad options, missing volume source, unknown pod UUID)
+    ├── MetadataError                the metadata service cannot be reached, started or asked
     └── CommandError(OSError)        an external command failed; carries argv, code, stderr
 
 Each class knows its exit code. The CLI prints ``jetpack: <str(err)>`` on one line and exits
@@ -110,6 +111,10 @@ class StoreError(JetpackError):
 
 class PodError(JetpackError):
     """A pod cannot be planned, prepared, run, entered, stopped or removed."""
+
+
+class MetadataError(JetpackError):
+    """The metadata service cannot be started, reached, or do what was asked."""
 
 
 class CommandError(JetpackError, OSError):

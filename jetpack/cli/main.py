@@ -51,6 +51,8 @@ COMMANDS = {
     "init": "jetpack.cli.system:init",
     "list": "jetpack.cli.pod:list_pods",
     "logs": "jetpack.cli.pod:logs",
+    "mds": "jetpack.cli.metadata:metadata_service",
+    "metadata-service": "jetpack.cli.metadata:metadata_service",
     "prepare": "jetpack.cli.pod:prepare",
     "push": "jetpack.cli.serve:push",
     "rm": "jetpack.cli.pod:rm",
@@ -65,6 +67,8 @@ COMMANDS = {
 }
 
 
+ALIASES = frozenset({"mds"})  # work, but are not listed twice in --help
+
 # Commands that only start a pod and end (or exec stage1): the collector stays off.
 SHORT_LIVED = frozenset({"run", "prepare", "run-prepared"})
 
@@ -73,7 +77,7 @@ class LazyGroup(click.Group):
     """A group whose commands are imported when used (see COMMANDS)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*COMMANDS, *self.commands})
+        return sorted({*COMMANDS, *self.commands} - ALIASES)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands:

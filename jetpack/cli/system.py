@@ -43,6 +43,7 @@ def info(state: CliState, output_format: str) -> None:
     with open_store(state.config, create=False) as store:
         summary = store.summary()
     states = Counter(pod.status().state for pod in Pods(state.config.data_dir / "pods").all())
+    mds = _metadata_service(state)
     facts = {
         "version": __version__,
         "appc-spec": APPC_SPEC_VERSION,
@@ -53,12 +54,34 @@ def info(state: CliState, output_format: str) -> None:
         "trees": summary.trees,
         "store-size": summary.size,
         "pods": dict(sorted(states.items())),
+        "metadata": mds,
     }
     if output_format == "json":
         click.echo(json.dumps(facts, indent=2))
         return
     for key, value in facts.items():
         shown = human_size(value) if key == "store-size" and isinstance(value, int) else value
-        if isinstance(value, dict):
+        if key == "metadata":
+            shown = (
+                f"running (pid {value['pid']}) on http://{value['listen']}, {value['pods']} pods"
+                if isinstance(value, dict)
+                else "not running"
+            )
+        elif isinstance(value, dict):
             shown = ", ".join(f"{n} {state}" for state, n in value.items()) or "none"
         click.echo(f"{key + ':':13} {shown if shown is not None else '-'}")
+
+
+def _metadata_service(state: CliState) -> dict[str, object] | None:
+    """Where the metadata service runs and how many pods it serves; None if it does not."""
+    from jetpack.errors import MetadataError
+    from jetpack.metadata.client import MetadataClient
+    from jetpack.metadata.paths import MetadataPaths
+
+    try:
+        current = MetadataClient(MetadataPaths.for_data_dir(state.config.data_dir)).status()
+    except MetadataError:
+        return None
+    if current is None:
+        return None
+    return {key: current[key] for key in ("pid", "listen", "pods")}

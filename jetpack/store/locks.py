@@ -62,3 +62,19 @@ class FileLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def held_elsewhere(path: Path) -> bool:
+    """Whether some other open file holds an flock on ``path`` (a file or directory):
+    the liveness probe of whoever holds it. Never blocks; False when ``path`` is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # which also drops the shared lock, if we took it
+    return False
