@@ -31,6 +31,7 @@ from jetpack.cli.options import (
 from jetpack.errors import JetpackError, PodError
 
 if TYPE_CHECKING:
+    from jetpack.metadata.client import MetadataClient
     from jetpack.runtime.pods import Pod, Pods, PodStatus
     from jetpack.schema.image import ImageManifest
     from jetpack.schema.pod import PodManifest
@@ -76,6 +77,13 @@ def _pod_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--interactive",
             is_flag=True,
             help="Attach stdin and the terminal to the (single) app.",
+        ),
+        click.option(
+            "--mds-register/--no-mds-register",
+            "mds_register",
+            default=None,
+            help="Register the pod with the metadata service, started if need be, and set "
+            "AC_METADATA_URL (default: [metadata] register, true).",
         ),
         click.option(
             "--uuid-file-save",
@@ -142,6 +150,10 @@ def _prepared(state: CliState, params: dict[str, Any]) -> Iterator[tuple[Store, 
                     f"cannot write {uuid_file}", err.strerror or str(err), "check the path"
                 ) from err
 
+    register = params["mds_register"]
+    if register is None:
+        register = state.config.metadata.register
+    metadata = _metadata(state) if register else None
     with open_store(state.config) as store:
         if manifest_file is not None:
             manifest = _read_pod_manifest(state, store, manifest_file, params)
@@ -159,8 +171,22 @@ def _prepared(state: CliState, params: dict[str, Any]) -> Iterator[tuple[Store, 
                 options,
                 on_created=save_uuid,
                 warn=lambda text: click.echo(f"jetpack: warning: {text}", err=True),
+                metadata=metadata,
             ),
         )
+
+
+def _metadata(state: CliState, *, now: bool = False) -> MetadataClient:
+    """A client of the data directory's metadata service, which is started if it does not
+    run: ``now``, or when the client first finds nobody answering."""
+    from jetpack.metadata.client import MetadataClient, ensure_running
+    from jetpack.metadata.paths import MetadataPaths
+
+    data_dir, config_file = state.config.data_dir, state.config.config_file
+    paths = MetadataPaths.for_data_dir(data_dir)
+    if now:
+        return ensure_running(paths, data_dir, config_file)
+    return MetadataClient(paths, start=lambda: ensure_running(paths, data_dir, config_file))
 
 
 def _image(
@@ -282,6 +308,8 @@ def run_prepared(state: CliState, uuid: str) -> NoReturn:
         raise PodError(f"cannot run pod {pod.uuid}", why, "prepare a new one")
     if not pod.lock():
         raise PodError(f"cannot run pod {pod.uuid}", "another process is starting it")
+    if (pod.read("runtime.json") or {}).get("mds"):
+        _metadata(state, now=True)  # it may have stopped since the pod was prepared
     exec_stage1(pod)
 
 

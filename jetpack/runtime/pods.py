@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from jetpack.errors import PodError
+from jetpack.store.locks import held_elsewhere
 
 
 class PodState(enum.Enum):
@@ -162,17 +163,7 @@ class Pod:
         """Whether another process holds the pod's lock (never blocks)."""
         if self.lock_fd is not None:
             return False
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return held_elsewhere(self.path)
 
     # -- state -----------------------------------------------------------------------
 

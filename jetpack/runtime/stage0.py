@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from jetpack.errors import JetpackError, PodError
 from jetpack.runtime import rootfs as inroot
@@ -31,6 +31,9 @@ from jetpack.runtime.pods import Pod, Pods, PodState, now, remove_dir
 from jetpack.schema.app import App
 from jetpack.schema.pod import PodManifest, RuntimeApp, Volume
 from jetpack.store.store import Store
+
+if TYPE_CHECKING:
+    from jetpack.metadata.client import MetadataClient
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ACE_NAME = "jetpack"
@@ -69,12 +72,14 @@ def prepare(
     *,
     on_created: Callable[[Pod], None] = lambda _pod: None,
     warn: Callable[[str], None] = lambda _text: None,
+    metadata: MetadataClient | None = None,
 ) -> Pod:
     """Prepare a pod for ``manifest``; return it in ``prepared``, still locked by us.
 
     ``on_created`` is called with the pod as soon as it has a UUID (``--uuid-file-save``);
     ``warn`` with what the pod asks for that this runtime does not enforce (the spec wants
-    an ACE to report ignored isolators).
+    an ACE to report ignored isolators). With ``metadata``, the pod is registered with
+    that metadata service and every app gets ``AC_METADATA_URL``.
 
     Raises:
         PodError, StoreError: the pod cannot be prepared; nothing of it is left.
@@ -102,10 +107,23 @@ def prepare(
             **options.to_json(),
             "hostname": hostname,
         }
+        if metadata is not None:
+            runtime["mds"] = str(metadata.paths.root)  # removing the pod unregisters it
         # Written before anything is rendered, so a concurrent image GC sees the images.
         pod.write("runtime.json", runtime)
         (pod.path / "logs").mkdir(mode=0o700)
         pod.data_dir.mkdir(mode=0o700)
+        metadata_env: dict[str, str] = {}
+        mds: dict[str, Any] | None = None
+        if metadata is not None:
+            reified = _reified_bytes(manifest, pretty=False)
+            registered = metadata.register(pod.uuid, reified, _images(store, manifest), options.net)
+            metadata_env["AC_METADATA_URL"] = registered.url(options.net)
+            mds = {
+                "control": str(metadata.paths.control),
+                "forward_dir": str(metadata.paths.forward_dir),
+                "port": registered.port,
+            }
         launch_apps = []
         ignored = [f"pod: {isolator.name}" for isolator in manifest.isolators]
         volumes = _make_volumes(pod, manifest)
@@ -123,7 +141,9 @@ def prepare(
                     f"its image {app.image.name or app.image.id} has no app to run",
                     "give --exec",
                 )
-            launch_app, not_enforced = _launch_app(str(app.name), effective, root, app, volumes)
+            launch_app, not_enforced = _launch_app(
+                str(app.name), effective, root, app, volumes, metadata_env
+            )
             launch_apps.append(launch_app)
             ignored += [f"app {app.name}: {name}" for name in not_enforced]
             _write_network_files(root, hostname, options.dns)
@@ -136,13 +156,14 @@ def prepare(
             "net": options.net,
             "interactive": options.interactive,
             "apps": launch_apps,
+            "mds": mds,
         }
         if ignored:
             runtime["ignored"] = ignored
             pod.write("runtime.json", runtime)
             warn(f"isolators not enforced: {', '.join(ignored)}")
         (pod.path / "launch").write_bytes(marshal.dumps(launch))
-        (pod.path / "pod").write_bytes(manifest.dumps(pretty=True) + b"\n")
+        (pod.path / "pod").write_bytes(_reified_bytes(manifest, pretty=True) + b"\n")
         pod.move(PodState.PREPARED)
     except BaseException:
         # A second Ctrl-C must not cut the clean-up short.
@@ -168,6 +189,33 @@ def _image_app(store: Store, image_id: str) -> App | None:
     """The app of a stored image (only asked when the pod manifest has none of its own)."""
     record = store.get(image_id)
     return record.manifest.app if record is not None else None
+
+
+def _reified_bytes(manifest: PodManifest, *, pretty: bool) -> bytes:
+    """The pod manifest as the pod runs it (``jetpack cat-manifest``, the metadata
+    service's ``pod/manifest``). Its ``annotations`` are always written, as the reference
+    code writes them: a reader in Go then finds the same empty list that ``pod/annotations``
+    serves for none (the ACE validator compares the two)."""
+    from jetpack.schema._json import dump_bytes
+
+    data = manifest.to_json()
+    data.setdefault("annotations", [])
+    return dump_bytes(data, pretty=pretty)
+
+
+def _images(store: Store, manifest: PodManifest) -> list[tuple[str, str, bytes]]:
+    """(app name, image ID, image manifest as the image has it) of each app."""
+    found = []
+    for app in manifest.apps:
+        record = store.get(str(app.image.id))
+        if record is None:
+            raise PodError(
+                f"cannot prepare app {app.name}",
+                f"its image {app.image.id} is not in the store",
+                "fetch it first",
+            )
+        found.append((str(app.name), record.id, record.manifest_bytes))
+    return found
 
 
 def _check_volume_sources(volumes: Iterable[Volume]) -> None:
@@ -206,6 +254,7 @@ def _launch_app(
     root: Path,
     runtime_app: RuntimeApp,
     volumes: dict[str, tuple[Volume, str]],
+    ace_env: dict[str, str],
 ) -> tuple[dict[str, Any], list[str]]:
     """Stage1's description of one app (plain values only), and the names of its
     isolators that are not enforced."""
@@ -220,6 +269,7 @@ def _launch_app(
     }
     env.update(app.environment)
     env["AC_APP_NAME"] = name
+    env.update(ace_env)
     mounts: list[dict[str, Any]] = [
         {"kind": "proc", "target": str(inroot.make_dirs(root, "/proc"))},
         {"kind": "sysfs", "target": str(inroot.make_dirs(root, "/sys"))},
@@ -320,8 +370,21 @@ def discard(store: Store, pod: Pod) -> None:
         for app_dir in sorted(apps_dir.iterdir()):
             store.backend.release_rootfs(app_dir)
     _remove_data(pod.data_dir)
+    if runtime.get("mds"):
+        _unregister(Path(runtime["mds"]), pod.uuid)
     remove_dir(pod.path)
     pod.unlock()
+
+
+def _unregister(mds_dir: Path, uuid: str) -> None:
+    """Forget the pod's registration. A failure is left to the service, which forgets
+    pods that are gone on its own (when it starts, and every minute)."""
+    from jetpack.errors import MetadataError
+    from jetpack.metadata.client import MetadataClient
+    from jetpack.metadata.paths import MetadataPaths
+
+    with contextlib.suppress(MetadataError, OSError):
+        MetadataClient(MetadataPaths(mds_dir), timeout=2.0).unregister(uuid)
 
 
 def _remove_data(path: Path) -> None:

@@ -33,8 +33,9 @@ it runs on every pod start, so every import is paid for every pod
 
 from __future__ import annotations
 
+import _socket  # C modules, imported up front: after pivot_root no module can be found
 import errno
-import fcntl  # C modules, imported up front: after pivot_root no module can be found
+import fcntl
 import marshal
 import os
 import select
@@ -56,6 +57,7 @@ EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 STOPPED_BY = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 MAX_FD = 1 << 20
+FORWARD_BATCH = 16  # metadata connections handed over per turn of PID 1's loop
 CAP_LAST_CAP = "/proc/sys/kernel/cap_last_cap"
 
 
@@ -134,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
             os._exit(code)
     with open(os.path.join(pod_dir, "pid"), "w") as out:
         out.write(f"{pid}\n")
+    if launch.get("mds"):
+        _confirm(launch["mds"]["control"], launch["uuid"], pid)
 
     status_file = os.path.join(pod_dir, "status")
 
@@ -201,6 +205,20 @@ def _receive(sock_fd: int, stage0: int, pending: list[int]) -> tuple[str, int]:
         code = os.waitstatus_to_exitcode(status)
         _exit(128 - code if code < 0 else code or EXIT_STAGE1_FAILED)
     return os.fsdecode(data), fds[0]
+
+
+def _confirm(control: str, uuid: str, pid: int) -> None:
+    """Tell the metadata service the pod started (best effort, never waiting: the pod
+    does not depend on it, and a service that is down reads the pods back from disk)."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.connect(control)
+        sock.send(f'{{"op": "start", "uuid": "{uuid}", "pid": {pid}}}\n'.encode())
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 def _why(err: BaseException) -> str:
@@ -380,6 +398,8 @@ class Supervisor:
         self.interactive: bool = launch.get("interactive", False)
         self.last_cap = 40
         self.null_fd = -1
+        self.mds_listener: Any = None  # the pod's metadata port, when it has its own network
+        self.mds_sender: Any = None
 
     # -- set-up ----------------------------------------------------------------------
 
@@ -416,6 +436,9 @@ class Supervisor:
         sc.sethostname(self.launch["hostname"])
         if self.launch["net"] == "none":
             sc.loopback_up()
+        mds = self.launch.get("mds")
+        if mds and self.launch["net"] != "host":
+            self._listen_for_metadata(mds["port"])
         with open(CAP_LAST_CAP, "rb") as src:
             self.last_cap = int(src.read())
         sc.make_private("/")
@@ -425,6 +448,11 @@ class Supervisor:
         os.mkdir(os.path.join(root, "apps"), 0o755)
         os.mkdir(os.path.join(root, "pod"), 0o700)
         sc.bind(self.pod_dir, os.path.join(root, "pod"), recursive=False)
+        if self.mds_listener is not None:
+            # The service's forwarding socket, for this process only: apps never see
+            # this root (and the directory holds nothing else).
+            os.mkdir(os.path.join(root, "mds"), 0o700)
+            sc.bind(self.launch["mds"]["forward_dir"], os.path.join(root, "mds"), recursive=False)
         for app in self.apps:
             host_root = app.spec["root"]
             app_root = os.path.join(root, "apps", app.name)
@@ -442,6 +470,38 @@ class Supervisor:
         sc.detach(".")
         os.chdir("/")
         self.status_path = "/pod/status"
+
+    def _listen_for_metadata(self, port: int) -> None:
+        """Listen on the pod's loopback at the metadata service's port: the apps'
+        ``AC_METADATA_URL`` points here (see :meth:`_forward`)."""
+        listener = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+        listener.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(128)
+        listener.setblocking(False)
+        sender = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        sender.setblocking(False)
+        self.mds_listener, self.mds_sender = listener, sender
+
+    def _forward(self) -> None:
+        """Hand the connections accepted on the pod's metadata port to the service, each
+        as a descriptor with the pod's UUID: it serves them as this pod's. Never waits:
+        when the service is down or behind (its queue full), the connection is closed
+        and the app sees its request fail; a few at a time, so a pod that floods its
+        metadata port cannot keep PID 1 from its other work."""
+        uuid = self.launch["uuid"].encode()
+        for _ in range(FORWARD_BATCH):
+            try:
+                fd, _addr = self.mds_listener._accept()
+            except OSError:  # nothing more to accept (EAGAIN), or the client left
+                return
+            rights = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))
+            try:
+                self.mds_sender.sendmsg([uuid], [rights], 0, "/mds/forward.sock")
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def _mount(self, m: dict[str, Any], target: str) -> None:
         kind = m["kind"]
@@ -585,12 +645,17 @@ class Supervisor:
                     os.kill(-1, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            watched = [wake_r, *self.outputs]
+            if self.mds_listener is not None:
+                watched.append(self.mds_listener.fileno())
             try:
-                ready, _, _ = select.select([wake_r, *self.outputs], [], [])
+                ready, _, _ = select.select(watched, [], [])
             except InterruptedError:
                 ready = []
             for fd in ready:
-                if fd == wake_r:
+                if self.mds_listener is not None and fd == self.mds_listener.fileno():
+                    self._forward()
+                elif fd == wake_r:
                     while True:
                         try:
                             if not os.read(wake_r, 512):
