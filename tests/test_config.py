@@ -253,3 +253,101 @@ def test_serve_and_push_invalid(tmp_path: Path, text: str, message: str) -> None
     conf.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(conf, environ={})
+
+
+# -- [metadata] ---------------------------------------------------------------------------------
+
+
+def test_metadata_defaults(tmp_path: Path) -> None:
+    from jetpack.config import DEFAULT_METADATA_LISTEN, MetadataConfig
+
+    conf = tmp_path / "j.toml"
+    conf.write_text('data-dir = "/srv/jp"\n')
+    assert load_config(conf, environ={}).metadata == MetadataConfig()
+    assert MetadataConfig() == MetadataConfig(listen="127.0.0.1:812", register=True)
+    assert DEFAULT_METADATA_LISTEN == "127.0.0.1:812"
+    conf.write_text("[metadata]\n")  # an empty table: the defaults too
+    assert load_config(conf, environ={}).metadata == MetadataConfig()
+
+
+@pytest.mark.parametrize(
+    ("text", "listen", "register"),
+    [
+        ('listen = "127.0.0.1:0"\n', "127.0.0.1:0", True),
+        ('listen = "0.0.0.0:18112"\nregister = false\n', "0.0.0.0:18112", False),
+        ('listen = "[::1]:8080"\nregister = true\n', "[::1]:8080", True),
+        ('listen = "[::]:65535"\n', "[::]:65535", True),
+        ("register = false\n", "127.0.0.1:812", False),
+    ],
+)
+def test_metadata_section(tmp_path: Path, text: str, listen: str, register: bool) -> None:
+    conf = tmp_path / "j.toml"
+    conf.write_text(f"[metadata]\n{text}")
+    metadata = load_config(conf, environ={}).metadata
+    assert (metadata.listen, metadata.register) == (listen, register)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("listen = 'localhost:18112'\n", r"metadata.listen: .*the host must be an IP address"),
+        ("listen = 'metadata.example.com:80'\n", "the host must be an IP address"),
+        ("listen = '18112'\n", "metadata.listen: '18112' is not HOST:PORT"),
+        ("listen = '127.0.0.1'\n", "is not HOST:PORT"),
+        ("listen = '127.0.0.1:'\n", "is not HOST:PORT"),
+        ("listen = '127.0.0.1:65536'\n", "is not HOST:PORT"),
+        ("listen = '127.0.0.1:-1'\n", "is not HOST:PORT"),
+        ("listen = ':18112'\n", "is not HOST:PORT"),
+        ("listen = '::1:18112'\n", "IPv6 address in brackets"),
+        ("listen = '[::1]'\n", "is not HOST:PORT"),
+        ("listen = '300.1.2.3:80'\n", "the host must be an IP address"),
+        ("listen = 18112\n", "metadata.listen: 18112 is not HOST:PORT"),
+        ("listen = ['127.0.0.1:1']\n", "metadata.listen"),
+        ("register = 'yes'\n", "metadata.register: 'yes' is not true/false"),
+        ("register = 1\n", "metadata.register: 1 is not true/false"),
+        ("port = 18112\n", "unknown key metadata.port"),
+        ("listen = '127.0.0.1:1'\nLISTEN = '127.0.0.1:2'\n", "unknown key metadata.LISTEN"),
+    ],
+)
+def test_metadata_invalid(tmp_path: Path, text: str, message: str) -> None:
+    conf = tmp_path / "bad.toml"
+    conf.write_text(f"[metadata]\n{text}")
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(conf, environ={})
+    assert str(conf) in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_metadata_must_be_a_table(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.toml"
+    conf.write_text('metadata = "127.0.0.1:1"\n')
+    with pytest.raises(ConfigError, match=r"\[metadata\] must be a table"):
+        load_config(conf, environ={})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("127.0.0.1:18112", ("127.0.0.1", 18112)),
+        ("0.0.0.0:0", ("0.0.0.0", 0)),
+        ("[::1]:80", ("::1", 80)),
+        ("[::]:1", ("::", 1)),
+        ("[fd00::1]:18112", ("fd00::1", 18112)),
+    ],
+)
+def test_parse_ip_listen(value: str, expected: tuple[str, int]) -> None:
+    from jetpack.config import parse_ip_listen
+
+    assert parse_ip_listen(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["localhost:80", "example.com:80", "[localhost]:80", "1.2.3:80", "127.0.0.1", ""]
+)
+def test_parse_ip_listen_rejects(value: str) -> None:
+    import re
+
+    from jetpack.config import parse_ip_listen
+
+    with pytest.raises(ValueError, match=re.escape(repr(value))):
+        parse_ip_listen(value)

@@ -172,8 +172,11 @@ def test_init_and_info(jp: Callable[..., int], capsys: Capsys, tmp_path: Path) -
     facts = json.loads(capsys.readouterr().out)
     assert facts["backend"] == "copy" and facts["images"] == 0
     assert facts["data-dir"] == str(tmp_path / "data")
+    assert facts["metadata"] is None  # nothing started the metadata service
     assert jp("info") == 0
-    assert "backend:      copy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "backend:      copy" in out
+    assert "metadata:     not running" in out
 
 
 def test_rm_of_two_names_of_one_image_removes_it_once(

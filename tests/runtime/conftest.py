@@ -39,7 +39,7 @@ BUSYBOX = Path("/bin/busybox")
 APPLETS = (
     *("sh", "echo", "cat", "ls", "id", "hostname", "pwd", "env", "sleep", "ps", "touch"),
     *("mkdir", "true", "false", "test", "grep", "mount", "ip", "ifconfig", "kill", "mv"),
-    *("stat", "umount"),
+    *("stat", "umount", "wget", "sed", "head", "wc", "tr", "seq"),
 )
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:100:user:/home/user:/bin/sh\n"
 GROUP = "root:x:0:\nstaff:x:50:user\nusers:x:100:\n"
@@ -118,9 +118,9 @@ def _write_rootfs(rootfs: Path) -> None:
 
 @pytest.fixture(scope="session")
 def busybox_aci(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Factory: ``make(name, app=None, version="1.0.0")`` → the ACI of a busybox image
-    named ``name`` running ``app`` (an image manifest's ``app`` section). Built once per
-    (name, version) per session."""
+    """Factory: ``make(name, app=None, version="1.0.0", annotations=None)`` → the ACI of a
+    busybox image named ``name`` running ``app`` (an image manifest's ``app`` section).
+    Built once per (name, version) per session."""
     if not BUSYBOX.exists():
         pytest.skip("busybox-static is not installed (apt-get install busybox-static)")
     from jetpack.aci import build_aci
@@ -128,13 +128,20 @@ def busybox_aci(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]
     out_dir = tmp_path_factory.mktemp("busybox-acis")
     built: dict[tuple[str, str], Path] = {}
 
-    def make(name: str, app: dict[str, Any] | None = None, version: str = "1.0.0") -> Path:
+    def make(
+        name: str,
+        app: dict[str, Any] | None = None,
+        version: str = "1.0.0",
+        annotations: list[dict[str, str]] | None = None,
+    ) -> Path:
         key = (name, version)
         if key not in built:
             slug = name.replace("/", "_") + "-" + version
             layout = out_dir / slug
             _write_rootfs(layout / "rootfs")
-            fields = {"app": app} if app is not None else {}
+            fields: dict[str, Any] = {"app": app} if app is not None else {}
+            if annotations is not None:
+                fields["annotations"] = annotations
             manifest = image_manifest(name, version=version, **fields)
             (layout / "manifest").write_text(json.dumps(manifest))
             build_aci(layout, out_dir / f"{slug}.aci")
@@ -343,13 +350,20 @@ class PodEnv:
                         break
                     time.sleep(0.05)
                 self.jetpack("gc", "--grace-period", "0s", "--expire-prepared", "0s")
+                self.jetpack("metadata-service", "--stop")
         unmount_under(self.root)
 
 
 @contextlib.contextmanager
 def open_pod_env(root: Path, images: dict[str, Path], config_text: str = "") -> Iterator[PodEnv]:
-    """A :class:`PodEnv` in ``root`` with ``images`` (name → ACI) imported; closed on exit."""
+    """A :class:`PodEnv` in ``root`` with ``images`` (name → ACI) imported; closed on exit.
+
+    Its metadata service (started by the first pod) listens on a free port, so that
+    environments side by side do not compete for the default one, and is stopped when the
+    environment is closed."""
     root.mkdir(parents=True, exist_ok=True)
+    if "[metadata]" not in config_text:
+        config_text = f'{config_text}\n[metadata]\nlisten = "127.0.0.1:0"\n'
     env = PodEnv(root, config_text)
     env.config.write_text(config_text)
     try:

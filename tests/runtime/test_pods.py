@@ -69,7 +69,9 @@ def ensure_dead(pid: int, timeout: float = 10.0) -> None:
 def test_environment_is_exactly_the_specs_and_the_images(pod_env: PodEnv) -> None:
     result = pod_env.run(BUSYBOX, "--exec", "/bin/env")
     assert result.returncode == 0, result.stderr
-    assert env_of(result.stdout, "busybox") == {
+    env = env_of(result.stdout, "busybox")
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/[A-Za-z0-9_-]{32}", env.pop("AC_METADATA_URL"))
+    assert env == {
         "PATH": DEFAULT_PATH,
         "AC_APP_NAME": "busybox",
         "container": "jetpack",
@@ -89,14 +91,16 @@ def test_set_env_pod_level_overrides_image_and_app_level_overrides_pod(
     )
     assert result.returncode == 0, result.stderr
     common = {"PATH": DEFAULT_PATH, "container": "jetpack", "IMAGE_VAR": "image"}
-    assert env_of(result.stdout, "busybox") == {
+    busybox, other = env_of(result.stdout, "busybox"), env_of(result.stdout, "other")
+    assert busybox.pop("AC_METADATA_URL") == other.pop("AC_METADATA_URL")  # one pod, one URL
+    assert busybox == {
         **common,
         "AC_APP_NAME": "busybox",
         "OVERRIDE": "app",
         "POD_ONLY": "pod",
         "APP_ONLY": "a=b",
     }
-    assert env_of(result.stdout, "other") == {
+    assert other == {
         **common,
         "AC_APP_NAME": "other",
         "OVERRIDE": "pod",
