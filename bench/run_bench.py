@@ -204,6 +204,7 @@ def clear_data(data: Path) -> None:
     if not data.exists():
         return
     sh(jp(data, "gc", "--grace-period=0s", "--expire-prepared=0s"), check=False)
+    sh(jp(data, "metadata-service", "--stop"), check=False)
     for point in sorted(mounts_under(data), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
     shutil.rmtree(data)
@@ -497,6 +498,7 @@ def main() -> None:
     finally:
         if data.exists():
             sh(jp(data, "gc", "--grace-period=0s"), check=False)
+            sh(jp(data, "metadata-service", "--stop"), check=False)  # `run` started it
             left = mounts_under(data)
             if left:
                 print(
