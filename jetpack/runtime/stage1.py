@@ -9,7 +9,8 @@ the pod's lock on an inherited descriptor. Stage1 then:
    pod, the supervisor. The parent stays in the host's namespaces, writes the ``pid``
    file, forwards SIGINT/SIGTERM/SIGHUP to PID 1 as SIGTERM, relays an ``--interactive``
    app's terminal through a pty of its own (so the app never holds the caller's terminal:
-   no TIOCSTI into the host shell), and exits with the pod's exit status.
+   no TIOCSTI into the host shell), tells the metadata service the pod started, and exits
+   with the pod's exit status.
 2. PID 1 takes new mount, UTS, IPC (and, unless ``--net=host``, network) namespaces,
    names the host, brings up loopback, and builds the pod's root: a tmpfs with each app's
    rootfs at ``/apps/<app>`` (with /proc, /sys read-only, a /dev with its nodes, devpts,
@@ -17,6 +18,9 @@ the pod's lock on an inherited descriptor. Stage1 then:
    and the pod's directory at ``/pod``. It pivots (``pivot_root``) into it and detaches the
    host's tree, so the pod's mount namespace holds nothing else of the host (no other
    pod's rootfs or clone), and marks itself non-dumpable, so no app reaches its root.
+   A pod with a network of its own and a metadata service: PID 1 listens on the pod's
+   loopback at the service's port and hands each connection, with the pod's UUID, to
+   the service's forwarding socket (bound at ``/mds`` in its root), never waiting on it.
 3. Each app runs its ``pre-start`` handler, then its ``exec``, then its ``post-stop``
    handler (stage2: a forked child that takes its own mount namespace, pivots
    into ``/apps/<app>``, drops its capability bounding set to the app's, sets
