@@ -317,6 +317,14 @@ async def test_sign_then_verify_across_pods(client: Client, service: Service) ->
     assert await verify(client, service, UUID_B, UUID_B, content, signature) == 403
 
 
+@pytest.mark.parametrize("form", [str.upper, lambda u: u.replace("-", ""), lambda u: "{" + u + "}"])
+async def test_verify_takes_the_uuid_in_any_form_go_takes(
+    client: Client, service: Service, form: Callable[[str], str]
+) -> None:
+    signature = await sign(client, service, UUID_A, b"x")
+    assert await verify(client, service, UUID_B, form(UUID_A), b"x", signature) == 200
+
+
 async def test_verify_refusals(client: Client, service: Service) -> None:
     content = b"signed"
     good = await sign(client, service, UUID_A, content)

@@ -528,3 +528,26 @@ def test_concurrent_first_pods_start_one_service(make_pod_env: Callable[..., Pod
             break
         time.sleep(0.05)
     assert len(services) == 1, services
+
+
+def test_gc_does_not_wait_on_a_stuck_service_for_each_pod(
+    make_pod_env: Callable[..., PodEnv],
+) -> None:
+    env = make_pod_env()
+    uuids = [env.ok("prepare", "example.com/busybox").stdout.strip() for _ in range(5)]
+    registrations = env.data / "mds" / "pods"
+    assert {f"{uuid}.json" for uuid in uuids} <= {p.name for p in registrations.iterdir()}
+    pid = _service(env)["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result = env.jetpack("gc", "--expire-prepared=0s", "--grace-period=0s")
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert result.returncode == 0, result.stderr
+    assert sorted(
+        line.split()[-1] for line in result.stdout.splitlines() if "removed" in line
+    ) == sorted(uuids)
+    assert list(registrations.iterdir()) == []  # deleted without the service
+    assert elapsed < 5, elapsed  # one timeout (1 s), not one per pod
