@@ -14,6 +14,7 @@ handing it the pod's lock; ``remove`` releases a pod's rootfs and deletes it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import marshal
 import os
 import posixpath
@@ -28,9 +29,10 @@ from jetpack.runtime import rootfs as inroot
 from jetpack.runtime.handoff import stage1_argv
 from jetpack.runtime.isolation import app_isolation
 from jetpack.runtime.pods import Pod, Pods, PodState, now, remove_dir
+from jetpack.schema._json import dump_bytes
 from jetpack.schema.app import App
 from jetpack.schema.pod import PodManifest, RuntimeApp, Volume
-from jetpack.store.store import Store
+from jetpack.store.store import ImageRecord, Store
 
 if TYPE_CHECKING:
     from jetpack.metadata.client import MetadataClient
@@ -115,9 +117,12 @@ def prepare(
         pod.data_dir.mkdir(mode=0o700)
         metadata_env: dict[str, str] = {}
         mds: dict[str, Any] | None = None
+        reified = _reified_json(manifest)
+        record = functools.cache(store.get)  # one index query per image, whoever asks
         if metadata is not None:
-            reified = _reified_bytes(manifest, pretty=False)
-            registered = metadata.register(pod.uuid, reified, _images(store, manifest), options.net)
+            registered = metadata.register(
+                pod.uuid, dump_bytes(reified, pretty=False), _images(record, manifest), options.net
+            )
             metadata_env["AC_METADATA_URL"] = registered.url(options.net)
             mds = {
                 "control": str(metadata.paths.control),
@@ -134,7 +139,7 @@ def prepare(
             app_dir = pod.app_dir(str(app.name))
             app_dir.mkdir(mode=0o700, parents=True)
             root = store.backend.create_rootfs(tree.key, app_dir)
-            effective = app.app or _image_app(store, str(app.image.id))
+            effective = app.app or _image_app(record, str(app.image.id))
             if effective is None:
                 raise PodError(
                     f"cannot prepare app {app.name}",
@@ -163,7 +168,7 @@ def prepare(
             pod.write("runtime.json", runtime)
             warn(f"isolators not enforced: {', '.join(ignored)}")
         (pod.path / "launch").write_bytes(marshal.dumps(launch))
-        (pod.path / "pod").write_bytes(_reified_bytes(manifest, pretty=True) + b"\n")
+        (pod.path / "pod").write_bytes(dump_bytes(reified, pretty=True) + b"\n")
         pod.move(PodState.PREPARED)
     except BaseException:
         # A second Ctrl-C must not cut the clean-up short.
@@ -185,36 +190,36 @@ def _interrupts_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
 
-def _image_app(store: Store, image_id: str) -> App | None:
+def _image_app(record: Callable[[str], ImageRecord | None], image_id: str) -> App | None:
     """The app of a stored image (only asked when the pod manifest has none of its own)."""
-    record = store.get(image_id)
-    return record.manifest.app if record is not None else None
+    found = record(image_id)
+    return found.manifest.app if found is not None else None
 
 
-def _reified_bytes(manifest: PodManifest, *, pretty: bool) -> bytes:
+def _reified_json(manifest: PodManifest) -> dict[str, Any]:
     """The pod manifest as the pod runs it (``jetpack cat-manifest``, the metadata
     service's ``pod/manifest``). Its ``annotations`` are always written, as the reference
     code writes them: a reader in Go then finds the same empty list that ``pod/annotations``
     serves for none (the ACE validator compares the two)."""
-    from jetpack.schema._json import dump_bytes
-
     data = manifest.to_json()
     data.setdefault("annotations", [])
-    return dump_bytes(data, pretty=pretty)
+    return data
 
 
-def _images(store: Store, manifest: PodManifest) -> list[tuple[str, str, bytes]]:
+def _images(
+    record: Callable[[str], ImageRecord | None], manifest: PodManifest
+) -> list[tuple[str, str, bytes]]:
     """(app name, image ID, image manifest as the image has it) of each app."""
     found = []
     for app in manifest.apps:
-        record = store.get(str(app.image.id))
-        if record is None:
+        stored = record(str(app.image.id))
+        if stored is None:
             raise PodError(
                 f"cannot prepare app {app.name}",
                 f"its image {app.image.id} is not in the store",
                 "fetch it first",
             )
-        found.append((str(app.name), record.id, record.manifest_bytes))
+        found.append((str(app.name), stored.id, stored.manifest_bytes))
     return found
 
 
