@@ -63,6 +63,7 @@ class MetadataClient:
         self.paths = paths
         self.timeout = timeout
         self.start = start
+        self.answering = True  # until a request times out or fails
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send one request; the reply.
@@ -141,11 +142,19 @@ class MetadataClient:
         return Registered(str(answer["token"]), str(answer["host"]), int(answer["port"]))
 
     def unregister(self, uuid: str) -> None:
-        """Forget a pod: through the service when it runs, else on disk directly."""
-        try:
-            self.request({"op": "unregister", "uuid": uuid})
-        except NotRunning:
-            self.paths.registration(uuid).unlink(missing_ok=True)
+        """Forget a pod: through the service when it answers, else by deleting its
+        registration (the service forgets on its own the pods whose directory is gone).
+        A service that did not answer in time is not asked again by this client: ``gc``
+        of many pods must not wait on it once per pod."""
+        if self.answering:
+            try:
+                self.request({"op": "unregister", "uuid": uuid})
+                return
+            except NotRunning:
+                pass
+            except MetadataError:
+                self.answering = False
+        self.paths.registration(uuid).unlink(missing_ok=True)
 
     def status(self) -> dict[str, Any] | None:
         """The service's ``pid``, ``listen``, ``started``, ``pods`` and ``running``; None

@@ -381,27 +381,21 @@ def discard(store: Store, pod: Pod) -> None:
     pod.unlock()
 
 
-_UNRESPONSIVE: set[Path] = set()  # services that failed to answer: not asked again
-
-
-def _unregister(mds_dir: Path, uuid: str) -> None:
-    """Forget the pod's registration: through the service, or, when it is down or does
-    not answer (then not asked again by this process: ``gc`` of many pods must not wait
-    on it for each), by deleting the file; the service forgets pods that are gone on its
-    own too (when it starts, and every minute)."""
-    from jetpack.errors import MetadataError
+@functools.cache
+def _metadata_client(mds_dir: Path) -> MetadataClient:
+    """One client per service for this process (it remembers a service that stopped
+    answering)."""
     from jetpack.metadata.client import MetadataClient
     from jetpack.metadata.paths import MetadataPaths
 
-    paths = MetadataPaths(mds_dir)
-    if mds_dir not in _UNRESPONSIVE:
-        try:
-            MetadataClient(paths, timeout=1.0).unregister(uuid)
-            return
-        except (MetadataError, OSError):
-            _UNRESPONSIVE.add(mds_dir)
+    return MetadataClient(MetadataPaths(mds_dir), timeout=1.0)
+
+
+def _unregister(mds_dir: Path, uuid: str) -> None:
+    """Forget the pod's registration (see :meth:`MetadataClient.unregister`); removing the
+    pod never fails for it."""
     with contextlib.suppress(OSError, ValueError):
-        paths.registration(uuid).unlink(missing_ok=True)
+        _metadata_client(mds_dir).unregister(uuid)
 
 
 def _remove_data(path: Path) -> None:
