@@ -172,14 +172,15 @@ class MetadataClient:
         pid = int(current["pid"])
         self.request({"op": "stop"})
         deadline = time.monotonic() + timeout
-        while _alive(pid):
+        while process_alive(pid):
             if time.monotonic() > deadline:
                 raise MetadataError(f"the metadata service (pid {pid}) did not stop in time")
             time.sleep(0.02)
         return pid
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -247,7 +248,7 @@ def ensure_running(
     while time.monotonic() < deadline:
         if client.status() is not None:
             return client
-        if not _alive(pid) and not held_elsewhere(paths.lock):
+        if not process_alive(pid) and not held_elsewhere(paths.lock):
             # It may have lost a start race to another one, which then answers (the
             # winner holds the lock while it loads its registrations: wait for it).
             if client.status() is not None:

@@ -44,6 +44,7 @@ from aiohttp import web
 
 from jetpack.config import parse_ip_listen
 from jetpack.errors import MetadataError
+from jetpack.metadata.client import process_alive
 from jetpack.metadata.paths import MetadataPaths, existing_pods, is_uuid
 from jetpack.metadata.registry import Registration, Registry
 
@@ -96,7 +97,7 @@ class Service:
         self.by_token: dict[str, Registration] = {}
         self.by_uuid: dict[str, Registration] = {}
         self.started_pods: dict[str, int] = {}  # uuid → stage1's PID, from "start"
-        self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.started = _now()
         self.stop_requested = asyncio.Event()
         # Which pod handed each connection over (see Connections); none: the TCP port.
         self.origins: Mapping[object, str | None] = {}
@@ -284,29 +285,22 @@ class Service:
         net = request.get("net", "host")
         if not isinstance(net, str):
             raise ValueError("the network mode must be a string")
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        registration = Registration.new(uuid, manifest.encode(), images, created, net)
+        registration = Registration.new(uuid, manifest.encode(), images, _now(), net)
         self.registry.save(registration)
         self.add(registration)
         log.info("pod %s registered (%d apps)", registration.uuid, len(registration.apps))
         return {"ok": True, "token": registration.token, "host": self.host, "port": self.port}
 
     def status(self) -> dict[str, Any]:
-        running = 0
         for uuid, pid in list(self.started_pods.items()):
-            try:
-                os.kill(pid, 0)
-                running += 1
-            except ProcessLookupError:
+            if not process_alive(pid):
                 del self.started_pods[uuid]
-            except PermissionError:
-                running += 1
         return {
             "pid": os.getpid(),
             "listen": _join(self.host, self.port),
             "started": self.started,
             "pods": len(self.by_uuid),
-            "running": running,
+            "running": len(self.started_pods),
         }
 
 
@@ -394,6 +388,11 @@ def _multipart_fields(content_type: str, body: bytes) -> dict[str, bytes]:
     except Exception as err:
         raise FormError(400, "malformed multipart form") from err
     return found
+
+
+def _now() -> str:
+    """UTC, ISO 8601, as pods record their times."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _join(host: str, port: int) -> str:
