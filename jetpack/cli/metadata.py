@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from jetpack.cli.options import CliState, format_option, pass_state
+
+if TYPE_CHECKING:
+    from jetpack.metadata.paths import MetadataPaths
 
 EXIT_NOT_RUNNING = 3  # as LSB init scripts' status: "program is not running"
 
@@ -58,10 +62,9 @@ def metadata_service(
     _serve(paths, chosen)
 
 
-def _serve(paths: object, listen: str) -> None:
-    from jetpack.metadata.paths import MetadataPaths, take_lock
+def _serve(paths: MetadataPaths, listen: str) -> None:
+    from jetpack.metadata.paths import take_lock
 
-    assert isinstance(paths, MetadataPaths)
     lock = take_lock(paths)  # first: a second service ends before it imports aiohttp
     import asyncio
     import logging
