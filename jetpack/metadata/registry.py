@@ -13,6 +13,7 @@ their URL and their signatures keep verifying.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 from dataclasses import dataclass
@@ -23,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 from jetpack.metadata.paths import MetadataPaths, is_uuid
 
 if TYPE_CHECKING:
-    import hmac
+    from typing import Protocol
+
+    class _Mac(Protocol):  # hmac.HMAC, or the OpenSSL object it wraps
+        def copy(self) -> _Mac: ...
+        def update(self, msg: bytes, /) -> None: ...
+        def digest(self) -> bytes: ...
+
 
 TOKEN_BYTES = 24  # 192 bits; the spec asks for at least 128
 KEY_BYTES = 64  # HMAC-SHA512's key: its output size
@@ -177,12 +184,16 @@ class Registration:
         )
 
     @cached_property
-    def _keyed(self) -> hmac.HMAC:
+    def _keyed(self) -> _Mac:
         """HMAC-SHA512 with this pod's key, before any content: each signature copies it
-        instead of hashing the key again (half the cost of a signature)."""
+        instead of hashing the key again (half the cost of a signature). It is OpenSSL's
+        HMAC object that ``hmac.HMAC`` wraps, when the wrapper has one (CPython's, on
+        every supported version): copying the wrapper costs a quarter of a signature."""
         import hmac
 
-        return hmac.new(self.key, digestmod="sha512")
+        keyed = hmac.new(self.key, digestmod="sha512")
+        inner: _Mac | None = getattr(keyed, "_hmac", None)
+        return keyed if inner is None else inner
 
     def _mac(self, content: bytes) -> bytes:
         keyed = self._keyed.copy()
@@ -191,7 +202,7 @@ class Registration:
 
     def sign(self, content: bytes) -> bytes:
         """The base64 HMAC-SHA512 of ``content`` under this pod's key."""
-        return base64.b64encode(self._mac(content))
+        return binascii.b2a_base64(self._mac(content), newline=False)  # = b64encode, less a call
 
     def verify(self, content: bytes, signature: bytes) -> bool:
         """Whether ``signature`` (base64) is this pod's HMAC of ``content``."""

@@ -57,6 +57,7 @@ CONTROL_LIMIT = 64 << 20  # a registration carries every image manifest of the p
 CONTROL_TIMEOUT = 10.0  # seconds a control client has to send its request
 RECONCILE_SECONDS = 60.0
 MAX_FORM_FIELDS = 16
+MAX_FORM_BYTES = 1 << 20  # aiohttp's client_max_size: request.read() answers 413 beyond it
 MAX_DIRECT = 512  # connections over the TCP port at once (host-network pods, anyone local)
 MAX_PER_POD = 64  # connections one pod's PID 1 handed over, at once
 IDLE_SECONDS = 10.0  # a connection with no request in flight is closed after this
@@ -334,14 +335,24 @@ async def read_form(request: web.BaseRequest) -> dict[str, bytes]:
         "application/octet-stream",  # what aiohttp reports when there is no Content-Type
     ):
         raise FormError(415, "post a form (application/x-www-form-urlencoded)")
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge as err:
-        raise FormError(413, "the form is too large") from err
+    payload = request.content
+    if payload.is_eof() and payload.total_bytes <= MAX_FORM_BYTES:
+        # the whole body came with the headers, as a form usually does: take it as it is
+        # (request.read() costs as much as the HMAC)
+        body = payload.read_nowait()
+    else:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as err:
+            raise FormError(413, "the form is too large") from err
     if multipart:
         return _multipart_fields(header, body)
     if not body.isascii():
         raise FormError(400, "a urlencoded form is ASCII")
+    if b"&" not in body and b"%" not in body and b"+" not in body:
+        # one field, nothing to unquote: `content=...`, as clients send it to sign
+        name, _, value = body.partition(b"=")
+        return {name.decode("latin-1"): value} if body else {}
     pairs = [pair for pair in body.split(b"&") if pair]
     if len(pairs) > MAX_FORM_FIELDS:
         raise FormError(400, f"the form has more than {MAX_FORM_FIELDS} fields")

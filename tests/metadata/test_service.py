@@ -619,3 +619,35 @@ async def test_raw_request_with_the_token_is_served(client: Client, service: Ser
         + b"/acMetadata/v1/pod/uuid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     assert (status, headers["Content-Type"], body) == (200, TEXT, UUID_A.encode())
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["with-the-headers", "after-a-pause"])
+async def test_a_form_is_signed_whenever_its_body_arrives(
+    client: Client, service: Service, late: bool
+) -> None:
+    """The body taken at once when it came with the headers, awaited when it comes later:
+    the same signature either way."""
+    import asyncio
+
+    token = reg(service, UUID_A).token.encode()
+    head = (
+        b"POST /" + token + b"/acMetadata/v1/pod/hmac/sign HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 13\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        if late:
+            writer.write(head + b"conte")
+            await writer.drain()
+            await asyncio.sleep(0.2)  # the handler is waiting for the rest by now
+            writer.write(b"nt=hello")
+        else:
+            writer.write(head + b"content=hello")
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert reply.partition(b"\r\n\r\n")[2] == hmac_b64(reg(service, UUID_A).key, b"hello")
