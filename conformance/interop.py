@@ -1,0 +1,188 @@
+"""Interop with the reference appc tool, ``actool`` (Debian's appc-spec package):
+
+- every ACI Jetpack builds (``jetpack aci build``) or exports (``jetpack image export``)
+  passes ``actool validate``;
+- an ACI ``actool build`` wrote imports into the store with the ID the spec defines
+  (``sha512-`` + the SHA-512 of the uncompressed tar), which ``jetpack aci id`` also gives;
+- ``jetpack discover --json`` and ``actool discover --json`` find the same endpoints and
+  keys for the names ``jetpack serve`` hosts (actool trusts the test CA by
+  ``SSL_CERT_FILE``, so neither needs ``--insecure``; both use the default port 443);
+- ``jetpack aci validate`` and ``actool validate`` agree on the manifest corpus of
+  ``corpus/``, except the cases ``corpus/differ/index.toml`` lists, each with the rule of
+  the spec text Jetpack follows there (and each checked to still differ).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from conformance.ace import MAIN, SIDEKICK, Images
+from conformance.harness import JETPACK, Ran, Report, Workspace, run
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+
+
+def run_all(ws: Workspace, report: Report, images: Images | None) -> None:
+    actool = shutil.which("actool")
+    if actool is None:
+        report.add(
+            "actool",
+            False,
+            "actool is not installed (apt-get install appc-spec; scripts/bootstrap does it)",
+        )
+        return
+    if images is None:
+        report.add("actool: the images to check", False, "the ACE images were not built")
+    else:
+        _validate_built(ws, report, actool, images)
+        _import_actool_build(ws, report, actool, images)
+        _discover_agrees(ws, report, actool)
+    _corpus_agrees(report, actool)
+
+
+def _validate(actool: str, path: Path) -> Ran:
+    return run([actool, "validate", str(path)])
+
+
+def _validate_built(ws: Workspace, report: Report, actool: str, images: Images) -> None:
+    """actool validates what ``jetpack aci build`` wrote and what ``image export`` gives."""
+    for aci in (images.main, images.sidekick):
+        ran = _validate(actool, aci)
+        report.add(
+            f"actool validate: jetpack aci build's {aci.name}",
+            ran.returncode == 0,
+            "valid" if ran.returncode == 0 else ran.last_line(),
+        )
+    data, config = ws.root / "data-interop", ws.client_config("interop")
+    trusted = ws.jetpack(
+        "trust", "--prefix", "coreos.com", "--skip-fingerprint-review", str(ws.public_key),
+        data=data, config=config,
+    )  # fmt: skip
+    fetched = ws.jetpack("fetch", str(images.main), data=data, config=config)
+    exported = ws.root / "exported.aci"
+    image_id = fetched.stdout.strip().splitlines()[-1] if fetched.returncode == 0 else ""
+    ran = fetched if trusted.returncode == 0 else trusted
+    if image_id:
+        ran = ws.jetpack("image", "export", image_id, str(exported), data=data, config=config)
+        if ran.returncode == 0:
+            ran = _validate(actool, exported)
+    same = ran.returncode == 0 and exported.read_bytes() == images.main.read_bytes()
+    report.add(
+        "actool validate: jetpack image export's ACI",
+        same,
+        "valid, byte for byte the ACI fetched"
+        if same
+        else (ran.last_line() if ran.returncode else "valid, but not the bytes fetched"),
+    )
+
+
+def _import_actool_build(ws: Workspace, report: Report, actool: str, images: Images) -> None:
+    """An ACI actool built imports with the spec's ID, which ``jetpack aci id`` also gives."""
+    data, config = ws.root / "data-interop", ws.client_config("interop")
+    for layout in (images.main_layout, images.sidekick_layout):
+        check = f"actool build {layout.name} → jetpack import, same ID"
+        aci = ws.root / f"actool-{layout.name}.aci"
+        aci.unlink(missing_ok=True)
+        built = run([actool, "build", "--owner-root", str(layout), str(aci)])
+        if built.returncode != 0:
+            report.add(check, False, f"actool build: {built.last_line()}")
+            continue
+        with gzip.open(aci) as tar:
+            spec_id = "sha512-" + hashlib.file_digest(tar, "sha512").hexdigest()  # type: ignore[arg-type]
+        fetched = ws.jetpack(
+            "fetch", "--insecure-options=image", str(aci), data=data, config=config
+        )
+        stored = fetched.stdout.strip().splitlines()[-1] if fetched.returncode == 0 else ""
+        computed = ws.jetpack("aci", "id", str(aci)).stdout.strip()
+        ok = stored == spec_id == computed
+        report.add(
+            check,
+            ok,
+            f"{spec_id[:19]}… (gunzip | sha512)"
+            if ok
+            else f"store {stored[:19] or fetched.last_line()}, aci id {computed[:19]}, "
+            f"spec {spec_id[:19]}",
+        )
+
+
+def _discover_agrees(ws: Workspace, report: Report, actool: str) -> None:
+    """Both tools' discovery of each hosted name, through the real server."""
+    config = ws.client_config("discover")
+    env = {**os.environ, "SSL_CERT_FILE": str(ws.ca_file)}
+    for name in (MAIN, SIDEKICK):
+        check = f"discover --json agrees: {name}"
+        ours = ws.in_names([*JETPACK, "--config", str(config), "discover", "--json", name])
+        theirs = ws.in_names([actool, "discover", "--json", name], env=env)
+        if ours.returncode != 0 or theirs.returncode != 0:
+            failed = ours if ours.returncode != 0 else theirs
+            which = "jetpack" if failed is ours else "actool"
+            report.add(check, False, f"{which} discover: {failed.last_line()}")
+            continue
+        try:
+            a, b = _ours(ours.stdout), _theirs(theirs.stdout)
+        except ValueError as err:
+            report.add(check, False, f"unreadable JSON: {err}")
+            continue
+        agree = a == b and bool(a[0]) and bool(a[1])
+        detail = (
+            f"{len(a[0])} endpoint(s), {len(a[1])} key(s): {a[0][0][0]}"
+            if agree
+            else f"jetpack {a}\nactool  {b}"
+        )
+        report.add(check, agree, detail)
+
+
+Found = tuple[list[tuple[str, str]], list[str]]
+
+
+def _ours(stdout: str) -> Found:
+    documents: list[dict[str, Any]] = json.loads(stdout)
+    (doc,) = documents
+    return [(e["aci"], e["asc"]) for e in doc["endpoints"]], list(doc["keys"])
+
+
+def _theirs(stdout: str) -> Found:
+    """actool prints walk attempts before the JSON, if discovery had to walk up."""
+    start = stdout.find("{")
+    if start < 0:
+        raise ValueError(f"no JSON in {stdout[:80]!r}")
+    doc: dict[str, Any] = json.loads(stdout[start:])
+    endpoints = [(e["ACI"], e["ASC"]) for e in doc.get("ACIEndpoints") or []]
+    return endpoints, list(doc.get("PublicKeys") or [])
+
+
+def _corpus_agrees(report: Report, actool: str) -> None:
+    """``jetpack aci validate`` and ``actool validate`` on every manifest of the corpus."""
+
+    def verdicts(path: Path) -> tuple[bool, bool]:
+        ours = run([*JETPACK, "aci", "validate", str(path)]).returncode == 0
+        return ours, _validate(actool, path).returncode == 0
+
+    for kind, expected in (("agree-valid", True), ("agree-invalid", False)):
+        paths = sorted((CORPUS / kind).glob("*.json"))
+        wrong = [p.name for p in paths if verdicts(p) != (expected, expected)]
+        report.add(
+            f"corpus {kind}: both {'accept' if expected else 'reject'}",
+            bool(paths) and not wrong,
+            f"{len(paths)} manifests" if not wrong else "disagree: " + ", ".join(wrong),
+        )
+    cases = tomllib.loads((CORPUS / "differ" / "index.toml").read_text())["case"]
+    wrong = []
+    for case in cases:
+        ours_valid = case["jetpack"] == "valid"
+        if verdicts(CORPUS / "differ" / case["file"]) != (ours_valid, not ours_valid):
+            wrong.append(case["file"])
+    report.add(
+        "corpus differ: documented differences hold",
+        bool(cases) and not wrong,
+        f"{len(cases)} manifests, each with the spec rule in corpus/differ/index.toml"
+        if not wrong
+        else "no longer as documented: " + ", ".join(wrong),
+    )
