@@ -1,5 +1,6 @@
 """``conformance/run``: the appc conformance suite. Prints a table (check, result, detail)
-and exits 1 if any check failed (or, with CI=true, was skipped), 2 on bad arguments."""
+and exits 1 if any check failed (or, with CI=true, was skipped), 2 on bad arguments, 128+N
+when stopped by signal N (after cleaning up as on success)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import contextlib
 import io
 import os
 import shutil
-import subprocess
+import signal
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from conformance import ace
@@ -22,7 +24,7 @@ sh -c, as root, where coreos.com resolves to the suite's image server (HTTPS, po
 a test CA), with these in its environment:
   ACE_MAIN, ACE_SIDEKICK          the two image names (coreos.com/ace-validator-*:0.8.11)
   ACE_MAIN_ACI, ACE_SIDEKICK_ACI  the same images as signed files (FILE.asc beside)
-  ACE_PUBKEY                      the armored public key that signed them
+  ACE_PUBKEY                      the path of the armored public key that signed them
   ACE_CA_FILE, SSL_CERT_FILE      the CA of the server's certificate
   ACE_SERVER, ACE_WORKDIR         https://coreos.com, and an empty scratch directory
 It must run both apps in one pod with an empty volume named "database", pass their
@@ -30,6 +32,7 @@ output through, exit with the pod's status, and stop any daemon it started (its
 scratch directory is removed after it). For example:
   conformance/run --runtime 'rkt run --insecure-options=image --volume database,kind=empty \\
       "$ACE_MAIN_ACI" "$ACE_SIDEKICK_ACI"'
+  conformance/run --runtime conformance/runtimes/jetpack     # Jetpack itself, on the files
 """
 
 
@@ -86,24 +89,31 @@ def main(argv: list[str]) -> int:
     report = Report(verbose=not args.quiet)
     root = Path(tempfile.mkdtemp(prefix="jetpack-conformance-"))
     report.scratch = str(root)
+    ws: Workspace | None = None
+    stopped = 0
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # unwind as ^C does: servers, pods, pools
+        signal.signal(signum, _stop)
     try:
         ws = Workspace(root)
         ws.prepare()
         suite(ws, report, args)
-    except KeyboardInterrupt:
-        report.add("interrupted", False, "SIGINT")
-    except RuntimeError as err:  # the workspace itself could not be had
-        report.add("set up", False, str(err))
+    except (KeyboardInterrupt, _Stopped) as err:
+        stopped = err.signum if isinstance(err, _Stopped) else signal.SIGINT
+        report.add("interrupted", False, f"by {signal.Signals(stopped).name}")
+    except Exception as err:  # the run cannot go on: say why in its row, not a traceback
+        report.add("the suite itself", False, f"stopped by {type(err).__name__}: {err}")
     finally:
-        subprocess.run(
-            ["gpgconf", "--homedir", str(root / "gnupg"), "--kill", "gpg-agent"],
-            capture_output=True,
-        )
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)  # let the clean-up finish
+        if ws is not None:
+            ws.close()
         if args.keep:
             print(f"conformance/run: kept {root}", file=sys.stderr)
         else:
             shutil.rmtree(root, ignore_errors=True)
     print(report.as_json() if args.json else report.table())
+    if stopped:
+        return 128 + stopped
     if report.failed:
         return 1
     if report.skipped and ci():
@@ -112,12 +122,21 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+class _Stopped(BaseException):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
 def suite(ws: Workspace, report: Report, args: argparse.Namespace) -> None:
     trusted = ws.trust_on_server()
-    detail = f"key {ws.fingerprint} for {DOMAIN}" if trusted.returncode == 0 else ""
-    if not report.add(
-        "jetpack serve trusts the run's key", trusted.returncode == 0, detail or trusted.last_line()
-    ):
+    ok = trusted.returncode == 0 and ws.fingerprint in trusted.output.lower()
+    detail = f"key {ws.fingerprint} for {DOMAIN}" if ok else trusted.last_line()
+    if not report.add("jetpack serve trusts the run's key", ok, detail):
         return
     with ws.serving():
         images = None  # the ACE images are also what the actool checks validate
@@ -140,21 +159,29 @@ def suite(ws: Workspace, report: Report, args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def _pool_for(backend: str, ws: Workspace, report: Report):  # type: ignore[no-untyped-def]
+def _pool_for(backend: str, ws: Workspace, report: Report) -> Iterator[str | None]:
     """A ZFS pool (zfs-fuse on a file) for the zfs backend; None for the others or when
-    ZFS cannot be had here (reported as a skip, with the reason)."""
+    ZFS cannot be had here (a skip when it is not installable, a failure when it breaks)."""
     if backend != "zfs":
         yield None
         return
     from tests.store.zfs_fixture import zfs_pool_on_file, zfs_unavailable
 
+    check = "zfs: a pool on zfs-fuse"
     reason = zfs_unavailable()
     if reason:
-        report.skip("zfs: a pool on zfs-fuse", reason)
+        report.skip(check, reason)
         yield None
         return
     (ws.root / "zfs").mkdir(exist_ok=True)
-    with zfs_pool_on_file(ws.root / "zfs") as pool:
+    with contextlib.ExitStack() as stack:
+        try:
+            pool = stack.enter_context(zfs_pool_on_file(ws.root / "zfs"))
+        except Exception as err:  # zfs-fuse that does not start, zpool create failing
+            report.add(check, False, str(err))
+            yield None
+            return
+        report.add(check, True, f"pool {pool} on a sparse file")
         yield pool
 
 

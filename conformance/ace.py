@@ -9,16 +9,20 @@ A run passes when its output holds ``prestart OK``, ``main OK``, ``sidekick OK``
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from conformance.harness import JETPACK, Ran, Report, Workspace, run
+from conformance.harness import JETPACK, Ran, Report, Workspace, processes_mentioning, run
+from jetpack.discovery.appstring import host_labels
 
 HERE = Path(__file__).resolve().parent
 VERSION = "0.8.11"
@@ -65,7 +69,8 @@ def build_validator(report: Report) -> Path | None:
     go_version = run([go, "env", "GOVERSION"]).stdout.strip() or "go"
     cache = cache_dir()
     binary = cache / f"ace-validator-{source}-{go_version}"
-    if binary.is_file() and os.access(binary, os.X_OK):
+    digest = binary.with_name(binary.name + ".sha256")
+    if _cached(binary, digest):
         report.add(check, True, f"{go_version}, appc-spec {source}: cached ({binary})")
         return binary
     cache.mkdir(parents=True, exist_ok=True)
@@ -87,6 +92,7 @@ def build_validator(report: Report) -> Path | None:
         partial.unlink()
         report.add(check, False, "go build made a dynamic executable (CGO_ENABLED=0 ignored?)")
         return None
+    digest.write_text(_sha256(partial) + "\n")
     partial.rename(binary)
     size = binary.stat().st_size / 1e6
     report.add(
@@ -95,6 +101,24 @@ def build_validator(report: Report) -> Path | None:
         f"{go_version}, appc-spec {source}: built in {ran.seconds:.0f} s, {size:.1f} MB",
     )
     return binary
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _cached(binary: Path, digest: Path) -> bool:
+    """Whether the cache holds the binary this suite built: the SHA-256 it recorded then,
+    still static (anything else is built again)."""
+    try:
+        return (
+            digest.read_text().strip() == _sha256(binary)
+            and os.access(binary, os.X_OK)
+            and not _is_dynamic(binary)
+        )
+    except OSError:
+        return False
 
 
 def _is_dynamic(path: Path) -> bool:
@@ -134,7 +158,12 @@ def _layout(directory: Path, manifest: Path, binary: Path) -> Path:
     (rootfs / "opt" / "acvalidator").mkdir(parents=True)
     shutil.copyfile(binary, rootfs / "ace-validator")
     (rootfs / "ace-validator").chmod(0o755)
-    shutil.copyfile(manifest, directory / "manifest")
+    document = json.loads(manifest.read_text())
+    host = host_labels()  # what the validator was built for (Go builds for this host)
+    for label in document["labels"]:
+        if label["name"] in host:
+            label["value"] = host[label["name"]]
+    (directory / "manifest").write_text(json.dumps(document, indent=4) + "\n")
     return directory
 
 
@@ -208,7 +237,7 @@ def judge(ran: Ran) -> tuple[bool, str]:
 def pod_manifest(main_id: str, sidekick_id: str) -> dict[str, object]:
     """The pod both images run in, as ``--pod-manifest`` takes it."""
 
-    def app(name: str, image_name: str, image_id: str) -> dict[str, object]:
+    def app(name: str, image_name: str, image_id: str, **more: object) -> dict[str, object]:
         return {
             "name": name,
             "image": {
@@ -216,16 +245,29 @@ def pod_manifest(main_id: str, sidekick_id: str) -> dict[str, object]:
                 "id": image_id,
                 "labels": [{"name": "version", "value": VERSION}],
             },
+            "mounts": [{"volume": "database", "path": "/db"}],
+            **more,
         }
 
+    # Annotations of the pod, and of an app (one replacing the image's, one new): the
+    # validator checks the pod's as given and the app's merged with the image's.
     return {
         "acVersion": VERSION,
         "acKind": "PodManifest",
         "apps": [
-            app("ace-validator-main", MAIN.split(":")[0], main_id),
+            app(
+                "ace-validator-main",
+                MAIN.split(":")[0],
+                main_id,
+                annotations=[
+                    {"name": "authors", "value": "The Jetpack conformance suite"},
+                    {"name": "example.com/run-by", "value": "pod-manifest"},
+                ],
+            ),
             app("ace-validator-sidekick", SIDEKICK.split(":")[0], sidekick_id),
         ],
         "volumes": [{"name": "database", "kind": "empty"}],
+        "annotations": [{"name": "example.com/suite", "value": "jetpack-conformance"}],
     }
 
 
@@ -323,9 +365,22 @@ def runtime_env(ws: Workspace, images: Images) -> dict[str, str]:
 
 
 def run_other(ws: Workspace, report: Report, images: Images, command: str) -> None:
-    """The validator's pod run by ``command`` (sh -c) instead of Jetpack."""
-    ran = ws.shell_in_names(command, runtime_env(ws, images))
+    """The validator's pod run by ``command`` (sh -c) instead of Jetpack; then whatever it
+    left running in its scratch directory is killed, by PID, and reported."""
+    env = runtime_env(ws, images)
+    ran = ws.shell_in_names(command, env)
     report.add(f"ACE --runtime {_short(command)}", *judge(ran))
+    left = processes_mentioning(env["ACE_WORKDIR"])
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    report.add(
+        "ACE after --runtime: nothing left running",
+        not left,
+        "nothing left running in $ACE_WORKDIR"
+        if not left
+        else f"left running (killed): PIDs {', '.join(map(str, left))}",
+    )
 
 
 def _short(command: str, width: int = 40) -> str:

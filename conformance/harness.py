@@ -16,11 +16,13 @@ import os
 import random
 import re
 import shlex
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -123,44 +125,42 @@ class Ran:
         return f"exit status {self.returncode}, no output"
 
 
-def run(
-    argv: Sequence[str],
-    *,
-    env: dict[str, str] | None = None,
-    timeout: float = TIMEOUT,
-    stdin: str | None = None,
-) -> Ran:
+def run(argv: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = TIMEOUT) -> Ran:
     """Run ``argv`` to its end; never raises for its status. Past ``timeout`` its whole
     process group is killed (a pod's or another executor's children too), not only
-    ``argv[0]``."""
+    ``argv[0]``. Its output goes to files, not pipes: a daemon it leaves behind holding
+    them cannot keep the suite waiting."""
     start = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-            env=env,
-            start_new_session=True,
-        )
-    except OSError as err:
-        return Ran(argv, -1, "", f"cannot run {argv[0]}: {err.strerror}", 0.0)
-    try:
-        out, text = proc.communicate(stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        out, text = proc.communicate()
-        text += f"\ntimed out after {timeout:.0f} s"
-        return Ran(argv, -1, out, text, time.monotonic() - start)
-    except BaseException:  # ^C: its own session does not get the terminal's SIGINT
-        _kill_group(proc)
-        raise
-    return Ran(argv, proc.returncode, out, text, time.monotonic() - start)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as error:
+            return Ran(argv, -1, "", f"cannot run {argv[0]}: {error.strerror}", 0.0)
+        note = ""
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            note = f"\ntimed out after {timeout:.0f} s"
+        except BaseException:  # ^C: its own session does not get the terminal's SIGINT
+            _kill_group(proc)
+            raise
+        code = -1 if note else proc.returncode
+        texts = []
+        for f in (out, err):
+            f.seek(0)
+            texts.append(f.read().decode(errors="replace"))
+    return Ran(argv, code, texts[0], texts[1] + note, time.monotonic() - start)
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the process group, SIGKILL to what is left after 5 s."""
     for signum, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 30.0)):
         with contextlib.suppress(ProcessLookupError):
@@ -186,7 +186,10 @@ def _free_loopback_address() -> str:
             except OSError:
                 continue
         return address
-    raise RuntimeError("no free 127.x.y.1:443 found")
+    raise RuntimeError(
+        "port 443 is taken on every 127.x.y.1 tried: is a server listening on *:443? "
+        "(the suite's image server needs 443 on one loopback address)"
+    )
 
 
 @dataclass
@@ -197,6 +200,7 @@ class Workspace:
     address: str = field(default_factory=_free_loopback_address)
     server: subprocess.Popen[bytes] | None = None
     fingerprint: str = ""
+    gnupg: Path | None = None
 
     @property
     def ca_file(self) -> Path:
@@ -221,9 +225,13 @@ class Workspace:
         (self.root / "ca").mkdir(parents=True, exist_ok=True)
         ca = TestCA(self.root / "ca")
         self.cert, self.key = ca.issue((DOMAIN, "localhost", self.address))
-        home = self.root / "gnupg"
-        home.mkdir(mode=0o700, exist_ok=True)
-        key = KeyMaker(home).make("ACE conformance <conformance@example.com>")
+        # gpg-agent's socket path must fit in 108 bytes: a home of its own under /tmp,
+        # whatever $TMPDIR is
+        self.gnupg = Path(tempfile.mkdtemp(prefix="jpc-gnupg-", dir="/tmp"))
+        try:
+            key = KeyMaker(self.gnupg).make("ACE conformance <conformance@example.com>")
+        except AssertionError as err:  # what KeyMaker says when gpg fails
+            raise RuntimeError(f"cannot make a GnuPG key: {err}") from err
         self.signer = key
         self.fingerprint = key.fingerprint
         self.public_key.write_bytes(key.public)
@@ -249,6 +257,12 @@ local = "{self.root / "server-trust"}"
 vendor = "{self.root / "vendor"}"
 """
         )
+
+    def close(self) -> None:
+        """Stop the gpg-agent that signing started, remove the key's home."""
+        if self.gnupg is not None:
+            run(["gpgconf", "--homedir", str(self.gnupg), "--kill", "gpg-agent"], timeout=30)
+            shutil.rmtree(self.gnupg, ignore_errors=True)
 
     def trust_on_server(self) -> Ran:
         """The server takes pushes signed by the run's key for coreos.com."""
@@ -358,6 +372,23 @@ listen = "127.0.0.1:0"
 {extra}"""
         )
         return path
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs (not this one) whose command line holds ``text`` or whose working directory
+    is at or under it: what an executor left running in its scratch directory."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            cwd = str((entry / "cwd").readlink())
+        except OSError:
+            continue  # gone meanwhile, or a kernel thread
+        if text.encode() in cmdline or cwd == text or cwd.startswith(text.rstrip("/") + "/"):
+            pids.append(int(entry.name))
+    return pids
 
 
 def quote(argv: Sequence[str]) -> str:

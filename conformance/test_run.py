@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from conformance.ace import judge
-from conformance.harness import REPO, Ran, Report, Result
+from conformance.harness import REPO, Ran, Report, Result, processes_mentioning
 
 RUN = REPO / "conformance" / "run"
 RUN_TIMEOUT = 900.0  # the first run builds the validator with Go (cached afterwards)
@@ -333,21 +333,6 @@ def test_argument_errors_exit_2(tmp_path: Path, argv: list[str], message: str) -
 # -- whole runs: Jetpack as "another executor" ---------------------------------------------
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line holds ``text`` (a test's own data directory)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue  # gone meanwhile
-        if text.encode() in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
 @dataclass(frozen=True)
 class OtherExecutor:
     """``jetpack run`` on the signed files, with a data directory and configuration of its
@@ -476,7 +461,7 @@ def test_runtime_jetpack_passes(
     result, detail = runtime_row(rows)
     assert result == "PASS", detail
     assert detail[0].startswith("prestart OK, main OK, sidekick OK, poststop OK; exit 0 in ")
-    assert proc.stdout.splitlines()[-1] == "7 passed, 0 failed, 0 skipped of 7 checks"
+    assert proc.stdout.splitlines()[-1] == "8 passed, 0 failed, 0 skipped of 8 checks"
 
     pods = json.loads(other_executor.jetpack("list", "--format", "json").stdout)
     assert len(pods) == 1, pods
@@ -512,7 +497,10 @@ def test_runtime_that_runs_nothing_fails(tmpdir_env: tuple[Path, dict[str, str]]
     assert proc.returncode == 1, proc.stdout + proc.stderr
     rows = json_rows(proc.stdout)
     set_up_passed(rows)
-    assert [check for check, _, _ in rows if check.startswith("ACE ")] == ["ACE --runtime exit 3"]
+    assert [check for check, _, _ in rows if check.startswith("ACE ")] == [
+        "ACE --runtime exit 3",
+        "ACE after --runtime: nothing left running",
+    ]
     result, detail = runtime_row(rows)
     assert result == "FAIL"
     assert detail == [
@@ -520,3 +508,40 @@ def test_runtime_that_runs_nothing_fails(tmpdir_env: tuple[Path, dict[str, str]]
         "exit status 3, no output",
     ]
     assert list(tmpdir.iterdir()) == []
+
+
+@pytest.mark.root
+def test_runtime_that_leaves_a_daemon_fails_and_it_is_killed(
+    tmpdir_env: tuple[Path, dict[str, str]],
+) -> None:
+    """An executor that leaves a process in its scratch directory fails the "nothing left
+    running" row, which names the PID, and the suite kills it."""
+    tmpdir, env = tmpdir_env
+    daemon = 'cd "$ACE_WORKDIR" && setsid sleep 300 </dev/null >/dev/null 2>&1 & exit 3'
+    proc = conformance_run("--runtime", daemon, "-q", "--json", env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = {check: (result, detail) for check, result, detail in json_rows(proc.stdout)}
+    result, detail = rows["ACE after --runtime: nothing left running"]
+    assert result == "FAIL"
+    (line,) = detail
+    assert line.startswith("left running (killed): PIDs ")
+    for pid in line.removeprefix("left running (killed): PIDs ").split(", "):
+        assert not Path(f"/proc/{pid}").exists() or "sleep" not in Path(
+            f"/proc/{pid}/cmdline"
+        ).read_text(errors="replace")
+    assert list(tmpdir.iterdir()) == []
+
+
+@pytest.mark.root
+def test_the_example_executor_passes(tmpdir_env: tuple[Path, dict[str, str]]) -> None:
+    """conformance/runtimes/jetpack, the example the README gives, passes and leaves
+    nothing running."""
+    _tmpdir, env = tmpdir_env
+    script = str(REPO / "conformance" / "runtimes" / "jetpack")
+    proc = conformance_run("--runtime", script, "-q", "--json", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json_rows(proc.stdout)
+    result, detail = runtime_row(rows)
+    assert result == "PASS", detail
+    left = [r for c, r, _ in rows if c == "ACE after --runtime: nothing left running"]
+    assert left == ["PASS"]
