@@ -15,7 +15,6 @@ import json
 import os
 import random
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -29,6 +28,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.net import Key
 
 REPO = Path(__file__).resolve().parent.parent
 JETPACK = [sys.executable, "-m", "jetpack"]  # this virtualenv's jetpack, not a pyenv shim
@@ -201,6 +204,11 @@ class Workspace:
     server: subprocess.Popen[bytes] | None = None
     fingerprint: str = ""
     gnupg: Path | None = None
+    # made by prepare():
+    cert: Path = field(init=False)
+    key: Path = field(init=False)
+    signer: Key = field(init=False)
+    server_config: Path = field(init=False)
 
     @property
     def ca_file(self) -> Path:
@@ -389,10 +397,6 @@ def processes_mentioning(text: str) -> list[int]:
         if text.encode() in cmdline or cwd == text or cwd.startswith(text.rstrip("/") + "/"):
             pids.append(int(entry.name))
     return pids
-
-
-def quote(argv: Sequence[str]) -> str:
-    return shlex.join(argv)
 
 
 def ci() -> bool:

@@ -95,7 +95,7 @@ def _import_actool_build(ws: Workspace, report: Report, actool: str, images: Ima
             report.add(check, False, f"actool build: {built.last_line()}")
             continue
         with gzip.open(aci) as tar:
-            spec_id = "sha512-" + hashlib.file_digest(tar, "sha512").hexdigest()  # type: ignore[arg-type]
+            spec_id = "sha512-" + hashlib.file_digest(tar, "sha512").hexdigest()
         fetched = ws.jetpack(
             "fetch", "--insecure-options=image", str(aci), data=data, config=config
         )
