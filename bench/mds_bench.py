@@ -64,8 +64,13 @@ BARE_BODY = b"jetpack-bench: a fixed 40-byte body....\n"
 SIGN_CONTENT = b"hello"
 # The bare measures, and which of them each measure of the service is shown beside; its
 # ratio is always taken against the bare web.Application (the issue's floor).
-BARES = {"app": "web.Application", "server": "web.Server", "post": "web.Server POST"}
-SERVICE = (("uuid", "/pod/uuid", ("server",)), ("sign", "hmac/sign", ("server", "post")))
+BARES = {
+    "app": "web.Application",
+    "server": "web.Server",
+    "post": "web.Server POST",
+    "hmac": "web.Server signing POST",
+}
+SERVICE = (("uuid", "/pod/uuid", ("server",)), ("sign", "hmac/sign", ("server", "post", "hmac")))
 POST_LUA = """\
 wrk.method = "POST"
 wrk.body = "content=hello"
@@ -76,16 +81,23 @@ wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 # argv: "app" (web.Application, one route) or "server" (low-level web.Server, as the
 # service's). Prints its port once it listens; SIGTERM stops it.
 BARE = """\
-import asyncio, signal, socket, sys
+import asyncio, binascii, hmac, signal, socket, sys
 from aiohttp import web
 
 BODY = @BODY@
 assert len(BODY) == 40
+KEYED = hmac.new(b"k" * 64, digestmod="sha512")
+KEYED = getattr(KEYED, "_hmac", KEYED)  # OpenSSL's object, as the service copies
 
 
 async def handler(request):
     if request.method == "POST":
-        await request.read()  # as the service reads a form (the answer stays the same)
+        body = await request.read()  # as the service reads a form
+        if request.path == "/sign":  # the least a signing handler does: HMAC of content=
+            mac = KEYED.copy()
+            mac.update(body.partition(b"=")[2])
+            signature = binascii.b2a_base64(mac.digest(), newline=False)
+            return web.Response(body=signature, content_type="text/plain")
     return web.Response(body=BODY, content_type="text/plain")
 
 
@@ -266,9 +278,10 @@ def check_answers(targets: dict[str, Target], uuid: str, base: str) -> None:
     form = {"content": SIGN_CONTENT, "uuid": uuid.encode(), "signature": signature}
     fetch(base + "/acMetadata/v1/pod/hmac/verify", form)  # 200: the signature is the pod's
     for key in BARES:
-        posted = {"content": SIGN_CONTENT} if key == "post" else None
+        posted = {"content": SIGN_CONTENT} if key in ("post", "hmac") else None
         got = fetch(targets[key].url, posted)
-        if got != BARE_BODY:
+        signed = key == "hmac" and len(base64.b64decode(got, validate=True)) == 64
+        if got != BARE_BODY and not signed:
             raise BenchError(f"bare {BARES[key]} answered {got[:100]!r}")
 
 
@@ -416,7 +429,7 @@ def main() -> None:
     (work / "post.lua").write_text(POST_LUA)
     (work / "bare.py").write_text(BARE.replace("@BODY@", repr(BARE_BODY)))
     # Long enough for every measure, with room; the pod is stopped at the end anyway.
-    pod_seconds = args.runs * 5 * (args.duration + WARM_UP + 5) + 300
+    pod_seconds = args.runs * 6 * (args.duration + WARM_UP + 5) + 300
 
     # Killed (a timeout, kill PID): still stop the pod and the service (the finally below).
     signal.signal(signal.SIGTERM, _terminated)
@@ -447,6 +460,12 @@ def main() -> None:
             "post": Target(
                 "bare web.Server POST",
                 f"http://127.0.0.1:{server_port}/bare",
+                server.pid,
+                work / "post.lua",
+            ),
+            "hmac": Target(
+                "bare web.Server signing POST",
+                f"http://127.0.0.1:{server_port}/sign",
                 server.pid,
                 work / "post.lua",
             ),

@@ -102,7 +102,7 @@ class Service:
         self.stop_requested = asyncio.Event()
         # Which pod handed each connection over (see Connections); none: the TCP port.
         self.origins: Mapping[object, str | None] = {}
-        self._posts: dict[str, Callable[[Registration, web.BaseRequest], Awaitable[web.Response]]]
+        self._posts: dict[str, Callable[[Registration, dict[str, bytes]], web.Response]]
         self._posts = {"pod/hmac/sign": self._sign, "pod/hmac/verify": self._verify}
 
     # -- registrations -----------------------------------------------------------------
@@ -143,7 +143,9 @@ class Service:
     # -- HTTP ------------------------------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        path = request.path
+        path = request.raw_path  # as sent: a token and these paths need no decoding ...
+        if "%" in path or "?" in path or not path.startswith("/"):
+            path = request.path  # ... unless escaped, with a query, or in absolute form
         token, _, rest = path[1:].partition("/")
         registration = self.by_token.get(token)
         if registration is None or not self._reaches(registration, request):
@@ -163,7 +165,13 @@ class Service:
         if post is not None:
             if method != "POST":
                 return _text(405, "method not allowed", {"Allow": "POST"})
-            return await post(registration, request)
+            try:  # (the form at once when it came with the headers: no coroutine to await)
+                form = form_now(request)
+                if form is None:
+                    form = await read_form(request)
+            except FormError as err:
+                return _text(err.status, err.reason)
+            return post(registration, form)
         head, _, tail = rest.partition("/")
         if head == "apps":
             app_name, _, what = tail.partition("/")
@@ -189,21 +197,13 @@ class Service:
             return origin is None
         return origin == registration.uuid
 
-    async def _sign(self, registration: Registration, request: web.BaseRequest) -> web.Response:
-        try:
-            form = await read_form(request)
-        except FormError as err:
-            return _text(err.status, err.reason)
+    def _sign(self, registration: Registration, form: dict[str, bytes]) -> web.Response:
         content = form.get("content")
         if content is None:
             return _text(400, "the form has no field content")
         return _ok(registration.sign(content), TEXT)
 
-    async def _verify(self, _caller: Registration, request: web.BaseRequest) -> web.Response:
-        try:
-            form = await read_form(request)
-        except FormError as err:
-            return _text(err.status, err.reason)
+    def _verify(self, _caller: Registration, form: dict[str, bytes]) -> web.Response:
         missing = [f for f in ("content", "uuid", "signature") if f not in form]
         if missing:
             return _text(400, f"the form has no field {missing[0]}")
@@ -317,6 +317,43 @@ class FormError(Exception):
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
+_URLENCODED = "application/x-www-form-urlencoded"
+
+
+def _multipart(header: str) -> bool:
+    """Whether a form's Content-Type is multipart (else urlencoded).
+
+    Raises:
+        FormError: 415, not a form.
+    """
+    if header == _URLENCODED:  # what clients send, as is: nothing to parse
+        return False
+    # (the raw header, not request.content_type: parsing its parameters on every
+    # signature costs more than the HMAC)
+    content_type = header.partition(";")[0].strip().lower() or "application/octet-stream"
+    if content_type == "multipart/form-data":
+        return True
+    if content_type not in (_URLENCODED, "application/octet-stream"):  # octet-stream: none
+        raise FormError(415, "post a form (application/x-www-form-urlencoded)")
+    return False
+
+
+def form_now(request: web.BaseRequest) -> dict[str, bytes] | None:
+    """The fields of a posted form whose whole body came with the headers, as a form
+    usually does (taken from aiohttp's payload at once: ``request.read()`` costs as much as
+    the HMAC); None when the body is still to come: await :func:`read_form`.
+
+    Raises:
+        FormError: as :func:`read_form`.
+    """
+    header = request.headers.get("Content-Type", "")
+    multipart = _multipart(header)
+    payload = request.content
+    if not payload.is_eof() or payload.total_bytes > MAX_FORM_BYTES:
+        return None
+    return _fields(header, multipart, payload.read_nowait())
+
+
 async def read_form(request: web.BaseRequest) -> dict[str, bytes]:
     """The fields of a posted form, as bytes (first value of each name wins, as Go's
     ``FormValue``): the signed content is exactly the bytes the client sent.
@@ -325,26 +362,16 @@ async def read_form(request: web.BaseRequest) -> dict[str, bytes]:
         FormError: 400 malformed, 413 larger than aiohttp's client_max_size (1 MiB),
             415 not a form.
     """
-    # (the raw header, not request.content_type: parsing its parameters on every
-    # signature costs more than the HMAC)
     header = request.headers.get("Content-Type", "")
-    content_type = header.partition(";")[0].strip().lower() or "application/octet-stream"
-    multipart = content_type == "multipart/form-data"
-    if not multipart and content_type not in (
-        "application/x-www-form-urlencoded",
-        "application/octet-stream",  # what aiohttp reports when there is no Content-Type
-    ):
-        raise FormError(415, "post a form (application/x-www-form-urlencoded)")
-    payload = request.content
-    if payload.is_eof() and payload.total_bytes <= MAX_FORM_BYTES:
-        # the whole body came with the headers, as a form usually does: take it as it is
-        # (request.read() costs as much as the HMAC)
-        body = payload.read_nowait()
-    else:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge as err:
-            raise FormError(413, "the form is too large") from err
+    multipart = _multipart(header)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge as err:
+        raise FormError(413, "the form is too large") from err
+    return _fields(header, multipart, body)
+
+
+def _fields(header: str, multipart: bool, body: bytes) -> dict[str, bytes]:
     if multipart:
         return _multipart_fields(header, body)
     if not body.isascii():

@@ -651,3 +651,26 @@ async def test_a_form_is_signed_whenever_its_body_arrives(
         await writer.wait_closed()
     assert reply.startswith(b"HTTP/1.1 200 ")
     assert reply.partition(b"\r\n\r\n")[2] == hmac_b64(reg(service, UUID_A).key, b"hello")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/{token}/acMetadata/v1/pod/uuid?ignored=1",  # a query
+        b"/{token}/acMetadata/v1/pod/%75uid",  # an escaped character
+        b"http://127.0.0.1/{token}/acMetadata/v1/pod/uuid",  # absolute form (RFC 9112 3.2.2)
+    ],
+    ids=["query", "escaped", "absolute-form"],
+)
+async def test_request_targets_are_read_as_their_path(
+    client: Client, service: Service, target: bytes
+) -> None:
+    """The path is taken as sent when it is plain, else as aiohttp decodes it: the same
+    answer either way."""
+    token = reg(service, UUID_A).token.encode()
+    status, headers, body = await raw_request(
+        client,
+        b"GET " + target.replace(b"{token}", token) + b" HTTP/1.1\r\nHost: x\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    assert (status, headers["Content-Type"], body) == (200, TEXT, UUID_A.encode())
