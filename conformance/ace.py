@@ -16,8 +16,7 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,13 +270,12 @@ def pod_manifest(main_id: str, sidekick_id: str) -> dict[str, object]:
     }
 
 
-@contextmanager
-def _backend_config(ws: Workspace, backend: str, pool: str | None) -> Iterator[Path]:
+def _backend_config(ws: Workspace, backend: str, pool: str | None) -> Path:
     extra = f'[storage]\nbackend = "{backend}"\n'
     if backend == "zfs":
         assert pool is not None
         extra += f'[storage.zfs]\ndataset = "{pool}/conformance"\n'
-    yield ws.client_config(f"client-{backend}", extra)
+    return ws.client_config(f"client-{backend}", extra)
 
 
 def run_jetpack(
@@ -286,15 +284,13 @@ def run_jetpack(
     """Trust the key by discovery, fetch both images by name, run the pod by name and by
     pod manifest in each network mode, on ``backend``; leave nothing behind."""
     data = ws.root / f"data-{backend}"
-    with _backend_config(ws, backend, pool) as config:
-        try:
-            _run_jetpack(ws, report, backend, data, config, nets)
-        finally:
-            if data.exists():
-                ws.jetpack(
-                    "gc", "--grace-period=0s", "--expire-prepared=0s", data=data, config=config
-                )
-                ws.jetpack("metadata-service", "--stop", data=data, config=config)
+    config = _backend_config(ws, backend, pool)
+    try:
+        _run_jetpack(ws, report, backend, data, config, nets)
+    finally:
+        if data.exists():
+            ws.jetpack("gc", "--grace-period=0s", "--expire-prepared=0s", data=data, config=config)
+            ws.jetpack("metadata-service", "--stop", data=data, config=config)
 
 
 def _run_jetpack(
@@ -302,10 +298,11 @@ def _run_jetpack(
 ) -> None:
     head = [*_jetpack_head(data, config)]
     trust = ws.in_names([*head, "trust", "--prefix", "coreos.com", "--skip-fingerprint-review"])
+    trusted = trust.returncode == 0 and ws.fingerprint in trust.output.lower()
     if not report.add(
         f"{backend}: trust the key found by discovery",
-        trust.returncode == 0 and ws.fingerprint[-16:] in trust.output.lower(),
-        _said(trust),
+        trusted,
+        f"key {ws.fingerprint} for coreos.com" if trusted else trust.last_line(),
     ):
         return
     fetched = ws.in_names([*head, "fetch", MAIN, SIDEKICK])
