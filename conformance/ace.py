@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from conformance.harness import JETPACK, Ran, Report, Workspace, processes_mentioning, run
+from conformance.harness import Ran, Report, Workspace, processes_mentioning, run
 from jetpack.discovery.appstring import host_labels
 
 HERE = Path(__file__).resolve().parent
@@ -296,7 +296,7 @@ def run_jetpack(
 def _run_jetpack(
     ws: Workspace, report: Report, backend: str, data: Path, config: Path, nets: Sequence[str]
 ) -> None:
-    head = [*_jetpack_head(data, config)]
+    head = ws.argv(data=data, config=config)
     trust = ws.in_names([*head, "trust", "--prefix", "coreos.com", "--skip-fingerprint-review"])
     trusted = trust.returncode == 0 and ws.fingerprint in trust.output.lower()
     if not report.add(
@@ -334,10 +334,6 @@ def _run_jetpack(
             [*head, "run", f"--net={net}", "--pod-manifest", str(manifest)], timeout=POD_TIMEOUT
         )
         report.add(f"ACE {backend} --net={net}, --pod-manifest", *judge(by_manifest))
-
-
-def _jetpack_head(data: Path, config: Path) -> list[str]:
-    return [*JETPACK, "--dir", str(data), "--config", str(config)]
 
 
 # -- another executor -----------------------------------------------------------------------

@@ -288,13 +288,18 @@ vendor = "{self.root / "vendor"}"
         signature.write_bytes(self.signer.sign(aci.read_bytes()))
         return signature
 
-    def jetpack(self, *argv: str, config: Path | None = None, data: Path | None = None) -> Ran:
+    @staticmethod
+    def argv(*argv: str, config: Path | None = None, data: Path | None = None) -> list[str]:
+        """``jetpack [--dir DATA] [--config CONFIG] ARGV``, as this virtualenv runs it."""
         head = [*JETPACK]
         if data is not None:
             head += ["--dir", str(data)]
         if config is not None:
             head += ["--config", str(config)]
-        return run([*head, *argv])
+        return [*head, *argv]
+
+    def jetpack(self, *argv: str, config: Path | None = None, data: Path | None = None) -> Ran:
+        return run(self.argv(*argv, config=config, data=data))
 
     def in_names(self, argv: Sequence[str], env: dict[str, str] | None = None) -> Ran:
         """``argv`` where coreos.com is this workspace's server (a private mount namespace

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.ace import MAIN, SIDEKICK, Images
-from conformance.harness import JETPACK, Ran, Report, Workspace, run
+from conformance.harness import Ran, Report, Workspace, run
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
@@ -41,8 +41,9 @@ def run_all(ws: Workspace, report: Report, images: Images | None) -> None:
     if images is None:
         report.add("actool: the images to check", False, "the ACE images were not built")
     else:
-        _validate_built(ws, report, actool, images)
-        _import_actool_build(ws, report, actool, images)
+        store = (ws.root / "data-interop", ws.client_config("interop"))  # one store for both
+        _validate_built(ws, report, actool, images, store)
+        _import_actool_build(ws, report, actool, images, store)
         _discover_agrees(ws, report, actool)
     _corpus_agrees(report, actool)
 
@@ -51,7 +52,9 @@ def _validate(actool: str, path: Path) -> Ran:
     return run([actool, "validate", str(path)])
 
 
-def _validate_built(ws: Workspace, report: Report, actool: str, images: Images) -> None:
+def _validate_built(
+    ws: Workspace, report: Report, actool: str, images: Images, store: tuple[Path, Path]
+) -> None:
     """actool validates what ``jetpack aci build`` wrote and what ``image export`` gives."""
     for aci in (images.main, images.sidekick):
         ran = _validate(actool, aci)
@@ -60,7 +63,7 @@ def _validate_built(ws: Workspace, report: Report, actool: str, images: Images) 
             ran.returncode == 0,
             "valid" if ran.returncode == 0 else ran.last_line(),
         )
-    data, config = ws.root / "data-interop", ws.client_config("interop")
+    data, config = store
     trusted = ws.jetpack(
         "trust", "--prefix", "coreos.com", "--skip-fingerprint-review", str(ws.public_key),
         data=data, config=config,
@@ -83,9 +86,11 @@ def _validate_built(ws: Workspace, report: Report, actool: str, images: Images) 
     )
 
 
-def _import_actool_build(ws: Workspace, report: Report, actool: str, images: Images) -> None:
+def _import_actool_build(
+    ws: Workspace, report: Report, actool: str, images: Images, store: tuple[Path, Path]
+) -> None:
     """An ACI actool built imports with the spec's ID, which ``jetpack aci id`` also gives."""
-    data, config = ws.root / "data-interop", ws.client_config("interop")
+    data, config = store
     for layout in (images.main_layout, images.sidekick_layout):
         check = f"actool build {layout.name} → jetpack import, same ID"
         aci = ws.root / f"actool-{layout.name}.aci"
@@ -124,7 +129,7 @@ def _discover_agrees(ws: Workspace, report: Report, actool: str) -> None:
     env = {**os.environ, "SSL_CERT_FILE": str(ws.ca_file)}
     for name in (MAIN, SIDEKICK):
         check = f"discover --json agrees: {name}"
-        ours = ws.in_names([*JETPACK, "--config", str(config), "discover", "--json", name])
+        ours = ws.in_names(ws.argv("discover", "--json", name, config=config))
         theirs = ws.in_names([actool, "discover", "--json", name], env=env)
         if ours.returncode != 0 or theirs.returncode != 0:
             failed = ours if ours.returncode != 0 else theirs
@@ -174,7 +179,7 @@ def actool_verdict(actool: str, path: Path) -> str:
 
 def jetpack_verdict(path: Path) -> str:
     """valid, invalid (exit 1 with its one-line reason), or crash (anything else)."""
-    ran = run([*JETPACK, "aci", "validate", str(path)])
+    ran = run(Workspace.argv("aci", "validate", str(path)))
     if ran.returncode == 0:
         return "valid"
     clean = ran.returncode == 1 and "Traceback" not in ran.output and ran.stderr.strip()
