@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from conformance.harness import Ran, Report, Workspace, processes_mentioning, run
+from conformance.harness import Ran, Report, Workspace, run
 from jetpack.discovery.appstring import host_labels
+from tests.fixtures import processes_mentioning
 
 HERE = Path(__file__).resolve().parent
 VERSION = "0.8.11"

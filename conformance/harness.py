@@ -387,22 +387,5 @@ listen = "127.0.0.1:0"
         return path
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """PIDs (not this one) whose command line holds ``text`` or whose working directory
-    is at or under it: what an executor left running in its scratch directory."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            cwd = str((entry / "cwd").readlink())
-        except OSError:
-            continue  # gone meanwhile, or a kernel thread
-        if text.encode() in cmdline or cwd == text or cwd.startswith(text.rstrip("/") + "/"):
-            pids.append(int(entry.name))
-    return pids
-
-
 def ci() -> bool:
     return os.environ.get("CI") == "true"

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from conformance.ace import judge
-from conformance.harness import REPO, Ran, Report, Result, processes_mentioning
+from conformance.harness import REPO, Ran, Report, Result
+from tests.fixtures import processes_mentioning
 
 RUN = REPO / "conformance" / "run"
 RUN_TIMEOUT = 900.0  # the first run builds the validator with Go (cached afterwards)

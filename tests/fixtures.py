@@ -54,6 +54,23 @@ def xattrs_supported(directory: Path) -> bool:
         probe.unlink()
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs (not this one) whose command line holds ``text`` or whose working directory
+    is at or under it: what is still running from a scratch directory."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            cwd = str((entry / "cwd").readlink())
+        except OSError:
+            continue  # gone meanwhile, or a kernel thread
+        if text.encode() in cmdline or cwd == text or cwd.startswith(text.rstrip("/") + "/"):
+            pids.append(int(entry.name))
+    return pids
+
+
 def require_tool(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:

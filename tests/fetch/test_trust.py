@@ -13,6 +13,7 @@ import pytest
 
 from jetpack.errors import TrustError
 from jetpack.fetch.trust import TrustStore, format_fingerprint, normalize_fingerprint
+from tests.fixtures import processes_mentioning
 from tests.net import Key, KeyMaker
 
 DATA = b"an image, byte for byte as served\n" * 100
@@ -418,13 +419,7 @@ def test_users_keyring_and_agent_untouched(
     assert list(user_gnupg.iterdir()) == []
     assert list(scratch.iterdir()) == []  # every throw-away GNUPGHOME was removed
     # No agent or dirmngr was started for a throw-away home.
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            assert str(scratch).encode() not in cmdline
+    assert processes_mentioning(str(scratch)) == []
 
 
 def test_verify_passes_the_path_to_gpg(
